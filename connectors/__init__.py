@@ -1,0 +1,1 @@
+"""Channel connectors: plain Python, no Django models, no Celery (enforced by import-linter)."""

@@ -1,0 +1,64 @@
+"""Web chat: visitors post through our own API (inbox/webchat), so there is no provider to call.
+
+Inbound events are the visitor's posts as the web chat API stored them; a reply is "sent" by publishing it
+to the visitor's open sockets — the visitor's REST history reads the stored message either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+from connectors.base import (
+    ConnectorContext,
+    InboundMessage,
+    OutboundMessage,
+    PermanentError,
+    SendResult,
+    Sender,
+    require_str,
+)
+
+
+class WebchatConnector:
+    kind: ClassVar[str] = "webchat"
+    label: ClassVar[str] = "Web chat"
+    max_text_length: ClassVar[int] = 10_000
+
+    def __init__(self, *, settings: Mapping[str, Any], secrets: Mapping[str, Any], context: ConnectorContext) -> None:
+        self.settings = settings
+        self.context = context
+
+    def normalize(self, payload: Mapping[str, Any]) -> list[InboundMessage]:
+        visitor = require_str(payload, "visitor")
+        client_id = require_str(payload, "client_id")
+        text = require_str(payload, "text", allow_empty=True)
+        sent_at = None
+        if isinstance(payload.get("sent_at"), str):
+            try:
+                sent_at = datetime.fromisoformat(payload["sent_at"])
+            except ValueError as exc:
+                raise PermanentError(f"field 'sent_at' is not an ISO 8601 time: {payload['sent_at']!r}") from exc
+        hints = tuple(h for h in (payload.get("accept_language"),) if isinstance(h, str) and h)
+        return [
+            InboundMessage(
+                external_id=f"{visitor}:{client_id}",
+                sender=Sender(
+                    handle=visitor,
+                    display_name=str(payload.get("name") or ""),
+                    email=str(payload.get("email") or ""),
+                ),
+                text=text,
+                sent_at=sent_at,
+                language_hints=hints,
+                metadata={"client_id": client_id},
+            )
+        ]
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        if self.context.publish is not None:
+            self.context.publish(
+                message.recipient, {"type": "message", "id": message.idempotency_key, "text": message.text}
+            )
+        return SendResult(provider_id=message.idempotency_key)

@@ -1,0 +1,166 @@
+"""The agents' JSON API (the inbox UI builds on it). Session authentication; CSRF applies to writes.
+
+An id that exists but is not visible to the caller answers 404, like one that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_http_methods
+
+from inbox.agents.selectors import conversation_messages, conversations_visible_to
+from inbox.common.http import BadRequest, error, field_str, json_body
+from inbox.conversations.models import Conversation, Message
+from inbox.conversations.services import (
+    ReplyRefused,
+    conversation_set_language,
+    conversation_set_status,
+    reply_create,
+)
+from inbox.routing.services import agent_set_presence
+
+View = Callable[..., JsonResponse]
+
+
+def agent_api(view: View) -> View:
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        if not request.user.is_authenticated:
+            return error("sign in first", 401)
+        try:
+            return view(request, *args, **kwargs)
+        except BadRequest as exc:
+            return error(str(exc), exc.status)
+        except ReplyRefused as exc:
+            return error(str(exc), 422)
+
+    return wrapper
+
+
+def _conversation_json(c: Conversation) -> dict[str, Any]:
+    return {
+        "id": c.pk,
+        "channel": c.account.kind,
+        "account": c.account.name,
+        "contact": c.contact.name or c.identity.display_name or c.identity.handle,
+        "language": c.language,
+        "queue": c.queue.name if c.queue else None,
+        "queue_id": c.queue_id,
+        "status": c.status,
+        "priority": c.priority,
+        "assignee": c.assignee_id,
+        "subject": c.subject,
+        "waiting_since": c.waiting_since.isoformat() if c.waiting_since else None,
+        "last_message_at": c.last_message_at.isoformat() if c.last_message_at else None,
+    }
+
+
+def _message_json(m: Message) -> dict[str, Any]:
+    delivery = getattr(m, "delivery", None) if m.direction == Message.Direction.OUTBOUND else None
+    return {
+        "id": m.pk,
+        "direction": m.direction,
+        "text": m.text,
+        "language": m.language,
+        "language_confidence": round(m.language_confidence, 3),
+        "author": m.author_id,
+        "created_at": m.created_at.isoformat(),
+        "delivery": None
+        if delivery is None
+        else {
+            "state": delivery.state,
+            "attempts": delivery.attempts,
+            "next_attempt_at": delivery.next_attempt_at.isoformat() if delivery.next_attempt_at else None,
+            "error": delivery.last_error,
+        },
+    }
+
+
+def _get(request: HttpRequest, conversation_id: int) -> Conversation | None:
+    return conversations_visible_to(request.user).filter(pk=conversation_id).first()
+
+
+@require_http_methods(["GET"])
+@agent_api
+def conversation_list(request: HttpRequest) -> JsonResponse:
+    qs = conversations_visible_to(request.user)
+    status = request.GET.get("status", "open")
+    if status != "all":
+        qs = qs.filter(status=status)
+    if "queue" in request.GET:
+        qs = qs.filter(queue_id=request.GET["queue"])
+    if "language" in request.GET:
+        qs = qs.filter(language=request.GET["language"])
+    qs = qs.order_by("-priority", "waiting_since", "-last_message_at")[:100]
+    return JsonResponse({"conversations": [_conversation_json(c) for c in qs]})
+
+
+@require_http_methods(["GET"])
+@agent_api
+def conversation_detail(request: HttpRequest, conversation_id: int) -> JsonResponse:
+    conversation = _get(request, conversation_id)
+    if conversation is None:
+        return error("no such conversation", 404)
+    return JsonResponse(
+        {
+            "conversation": _conversation_json(conversation),
+            "messages": [_message_json(m) for m in conversation_messages(conversation=conversation)],
+        }
+    )
+
+
+@require_http_methods(["POST"])
+@agent_api
+def conversation_reply(request: HttpRequest, conversation_id: int) -> JsonResponse:
+    conversation = _get(request, conversation_id)
+    if conversation is None:
+        return error("no such conversation", 404)
+    data = json_body(request)
+    text = field_str(data, "text")
+    reply_to = None
+    if data.get("reply_to") is not None:
+        reply_to = conversation.messages.filter(pk=data["reply_to"], direction=Message.Direction.INBOUND).first()
+        if reply_to is None:
+            raise BadRequest("'reply_to' is not a customer message of this conversation")
+    message = reply_create(conversation=conversation, author=request.user, text=text, reply_to=reply_to)  # type: ignore[arg-type]
+    message = Message.objects.select_related("delivery").get(pk=message.pk)
+    return JsonResponse({"message": _message_json(message)}, status=201)
+
+
+@require_http_methods(["POST"])
+@agent_api
+def conversation_language(request: HttpRequest, conversation_id: int) -> JsonResponse:
+    conversation = _get(request, conversation_id)
+    if conversation is None:
+        return error("no such conversation", 404)
+    language = field_str(json_body(request), "language", max_length=16)
+    conversation_set_language(conversation=conversation, language=language, actor=request.user)  # type: ignore[arg-type]
+    # After a re-route the conversation may sit in a queue this agent does not serve: say so.
+    moved = Conversation.objects.select_related("account", "queue", "identity", "contact").get(pk=conversation_id)
+    return JsonResponse({"conversation": _conversation_json(moved), "still_visible": _get(request, conversation_id) is not None})
+
+
+@require_http_methods(["POST"])
+@agent_api
+def conversation_status(request: HttpRequest, conversation_id: int) -> JsonResponse:
+    conversation = _get(request, conversation_id)
+    if conversation is None:
+        return error("no such conversation", 404)
+    status = field_str(json_body(request), "status", max_length=16)
+    conversation = conversation_set_status(conversation=conversation, status=status, actor=request.user)  # type: ignore[arg-type]
+    return JsonResponse({"id": conversation.pk, "status": conversation.status})
+
+
+@require_http_methods(["POST"])
+@agent_api
+def presence(request: HttpRequest) -> JsonResponse:
+    value = field_str(json_body(request), "presence", max_length=16)
+    try:
+        profile = agent_set_presence(user=request.user, presence=value)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    return JsonResponse({"presence": profile.presence})

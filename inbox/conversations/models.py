@@ -1,0 +1,260 @@
+"""Channels, contacts, conversations, messages, and the two work tables (inbound events, outbound deliveries).
+
+No business logic here: writes go through ``services.py``, reads through ``selectors.py``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from inbox.common.crypto import EncryptedJSONField
+
+
+def _public_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class ChannelAccount(models.Model):
+    """One connected channel: a mailbox, a Telegram bot, an X account, a website's chat widget."""
+
+    class Health(models.TextChoices):
+        UNKNOWN = "unknown"
+        OK = "ok"
+        DEGRADED = "degraded"
+        DOWN = "down"
+
+    kind = models.CharField(max_length=32)  # a key of connectors.registry
+    name = models.CharField(max_length=200)
+    public_id = models.CharField(max_length=64, unique=True, default=_public_id)  # in webhook URLs / widget tag
+    settings = models.JSONField(default=dict, blank=True)  # non-secret configuration
+    secrets = EncryptedJSONField(default=dict, blank=True)  # tokens, passwords: encrypted at rest
+    cursor = models.JSONField(default=dict, blank=True)  # poll state (IMAP UIDs, update offset, since_id)
+    is_active = models.BooleanField(default=True)
+    health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN)
+    health_detail = models.TextField(blank=True)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    # Provider rate limit: no worker sends on this account before this time.
+    paused_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+
+class Contact(models.Model):
+    name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name or f"contact {self.pk}"
+
+
+class ContactIdentity(models.Model):
+    """A contact's handle on one channel kind (e-mail address, Telegram user id, X user id, visitor id)."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="identities")
+    kind = models.CharField(max_length=32)
+    handle = models.CharField(max_length=320)
+    display_name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "handle"], name="identity_unique_per_kind")]
+        verbose_name_plural = "contact identities"
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.handle}"
+
+
+class Conversation(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open"
+        PENDING = "pending"  # waiting on the customer
+        SNOOZED = "snoozed"
+        RESOLVED = "resolved"
+
+    class Priority(models.IntegerChoices):
+        NORMAL = 0
+        HIGH = 1
+        URGENT = 2
+
+    UNRESOLVED = (Status.OPEN, Status.PENDING, Status.SNOOZED)
+
+    account = models.ForeignKey(ChannelAccount, on_delete=models.PROTECT, related_name="conversations")
+    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="conversations")
+    identity = models.ForeignKey(ContactIdentity, on_delete=models.PROTECT, related_name="conversations")
+    # "" for chats (one unresolved conversation per identity); the thread root for e-mail.
+    thread_key = models.CharField(max_length=500, blank=True, default="")
+    subject = models.CharField(max_length=500, blank=True)
+    language = models.CharField(max_length=16, blank=True)  # ISO 639-1; "" = not known yet
+    queue = models.ForeignKey(
+        "routing.AgentQueue", on_delete=models.PROTECT, null=True, blank=True, related_name="conversations"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    priority = models.IntegerField(choices=Priority.choices, default=Priority.NORMAL)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="assigned"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Set when the customer starts waiting for us; cleared when an agent answers. Orders the queue.
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    first_response_at = models.DateTimeField(null=True, blank=True)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Duplicate storms can never open two conversations for the same thread.
+            models.UniqueConstraint(
+                fields=["account", "identity", "thread_key"],
+                condition=Q(status__in=["open", "pending", "snoozed"]),
+                name="one_unresolved_conversation_per_thread",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["queue", "status", "-priority", "waiting_since"], name="conv_queue_order"),
+            models.Index(fields=["assignee", "status"], name="conv_assignee"),
+            models.Index(fields=["-last_message_at"], name="conv_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"conversation {self.pk}"
+
+
+class Message(models.Model):
+    class Direction(models.TextChoices):
+        INBOUND = "in"
+        OUTBOUND = "out"
+        NOTE = "note"  # private note between agents, never sent
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    account = models.ForeignKey(ChannelAccount, on_delete=models.PROTECT, related_name="+")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    direction = models.CharField(max_length=4, choices=Direction.choices)
+    sender_identity = models.ForeignKey(ContactIdentity, on_delete=models.SET_NULL, null=True, blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    text = models.TextField(blank=True)
+    html = models.TextField(blank=True)  # sanitised with nh3 before it is stored
+    language = models.CharField(max_length=16, blank=True)
+    language_confidence = models.FloatField(default=0.0)
+    external_id = models.CharField(max_length=500, blank=True)  # provider id; "" until sent for outbound
+    reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    inbound_event = models.ForeignKey(
+        "InboundEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)  # provider's time, when given
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "external_id"],
+                condition=Q(direction="in") & ~Q(external_id=""),
+                name="inbound_message_unique_per_account",
+            ),
+        ]
+        indexes = [models.Index(fields=["conversation", "created_at"], name="msg_timeline")]
+
+    def __str__(self) -> str:
+        return f"message {self.pk} ({self.direction})"
+
+
+class Attachment(models.Model):
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=120)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    file = models.FileField(upload_to="attachments/%Y/%m/")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class InboundEvent(models.Model):
+    """A raw provider event, stored before it is acknowledged to the provider."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        FAILED = "failed"  # dead letter: kept with its error for an admin
+
+    account = models.ForeignKey(ChannelAccount, on_delete=models.PROTECT, related_name="events")
+    external_id = models.CharField(max_length=500)
+    payload = models.JSONField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    # While claimed_at is fresh a worker owns the event (a lease); the sweeper re-enqueues unclaimed pending
+    # events once next_attempt_at has passed (a lost broker message, or the backoff after an error).
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "external_id"], name="event_unique_per_account")]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="event_due")]
+
+    def __str__(self) -> str:
+        return f"event {self.account_id}/{self.external_id}"
+
+
+class OutboundDelivery(models.Model):
+    """One outbound message's journey to the provider: every attempt, its result, the reason shown to the agent."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        SENDING = "sending"
+        SENT = "sent"
+        RETRY_WAIT = "retry_wait"
+        FAILED = "failed"
+        # The worker stopped mid-call, or the provider timed out after accepting the request: it may have
+        # arrived. Not resent automatically; the agent decides (retry action).
+        UNCERTAIN = "uncertain"
+
+    CLAIMABLE = (State.QUEUED, State.RETRY_WAIT)
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="delivery")
+    account = models.ForeignKey(ChannelAccount, on_delete=models.PROTECT, related_name="deliveries")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    provider_id = models.CharField(max_length=500, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="delivery_due")]
+        verbose_name_plural = "outbound deliveries"
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} ({self.state})"
+
+
+class AuditEvent(models.Model):
+    """Who changed what and when: routing decisions, assignments, language corrections, status changes."""
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    action = models.CharField(max_length=64)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events"
+    )
+    target = models.CharField(max_length=120, blank=True)  # "model:pk" for anything that is not a conversation
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["conversation", "created_at"], name="audit_conversation")]
+
+    def __str__(self) -> str:
+        return f"{self.action} at {self.created_at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,557 @@
+"""Writes for the message pipeline: receive -> persist -> process -> route; reply -> deliver; sweep.
+
+The rules this file keeps (docs/architecture.md):
+- a raw event is a row (UNIQUE(account, external_id)) before anyone is told it arrived;
+- processing is idempotent: an event is claimed with a lease, processed in one transaction, and a message
+  can exist only once per (account, external id);
+- every enqueue waits for the commit; the sweeper re-enqueues what a lost broker message left behind;
+- backoff lives in the database (next_attempt_at), not in broker countdowns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import nh3
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from connectors.base import (
+    ConnectorError,
+    InboundMessage,
+    OutboundMessage,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+from inbox.conversations.channels import connector_for
+from inbox.conversations.models import (
+    AuditEvent,
+    ChannelAccount,
+    Contact,
+    ContactIdentity,
+    Conversation,
+    InboundEvent,
+    Message,
+    OutboundDelivery,
+)
+from inbox.conversations.realtime import MANAGERS_GROUP, agent_group, publish_on_commit, queue_group
+from inbox.routing.services import conversation_auto_assign, conversation_route, language_detect
+from inbox.taskqueue import ASSIGN_WAITING, PROCESS_INBOUND, SEND_DELIVERY, enqueue, enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+
+# A message confidently detected in another language moves an unassigned conversation to that queue.
+LANGUAGE_SWITCH_CONFIDENCE = 0.9
+
+
+def backoff_seconds(attempts: int) -> float:
+    """base, 2x base, 4x base, ... (base 30 s by default), capped at 1 hour."""
+    return float(min(3600.0, settings.SWITCHBOARD_RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1)))
+
+
+def _chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+# --- Receive ----------------------------------------------------------------------------------------------
+def inbound_events_record(
+    *, account: ChannelAccount, events: Sequence[tuple[str, dict[str, Any]]], cursor: dict[str, Any] | None = None
+) -> list[int]:
+    """Store raw events (duplicates ignored) and, in the same transaction, the account's new poll cursor.
+
+    Returns the ids of the events that were new. Processing is enqueued after the commit, in batches.
+    """
+    now = timezone.now()
+    lost_after = now + timedelta(seconds=settings.SWITCHBOARD_SWEEP_AFTER_SECONDS)
+    with transaction.atomic():
+        new_ids = _insert_events_returning_new(account=account, events=events, now=now, due=lost_after)
+        if cursor is not None:
+            ChannelAccount.objects.filter(pk=account.pk).update(cursor=cursor)
+        for batch in _chunks(new_ids, settings.SWITCHBOARD_INGEST_BATCH):
+            enqueue_on_commit(PROCESS_INBOUND, batch)
+    return new_ids
+
+
+def _insert_events_returning_new(
+    *, account: ChannelAccount, events: Sequence[tuple[str, dict[str, Any]]], now: Any, due: Any
+) -> list[int]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: exactly the rows this call created, even when
+    another worker inserts the same events at the same moment (PostgreSQL; SQLite >= 3.35 alike)."""
+    table = InboundEvent._meta.db_table
+    payload_field = InboundEvent._meta.get_field("payload")
+    created: list[int] = []
+    for start in range(0, len(events), 1000):  # 6 parameters a row, far below PostgreSQL's 65,535
+        chunk = events[start : start + 1000]
+        params: list[Any] = []
+        for external_id, payload in chunk:
+            params += [account.pk, external_id, payload_field.get_db_prep_save(payload, connection), now, due]
+        values = ", ".join(["(%s, %s, %s, 'pending', 0, '', %s, %s)"] * len(chunk))
+        sql = (
+            f"INSERT INTO {table} (account_id, external_id, payload, state, attempts, error, received_at, "
+            f"next_attempt_at) VALUES {values} ON CONFLICT (account_id, external_id) DO NOTHING RETURNING id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            created += [row[0] for row in cursor.fetchall()]
+    return sorted(created)
+
+
+def inbound_event_record(*, account: ChannelAccount, external_id: str, payload: dict[str, Any]) -> bool:
+    """Store one raw event (a webhook, a visitor's post). Returns False when it was a duplicate."""
+    return bool(inbound_events_record(account=account, events=[(external_id, payload)]))
+
+
+# --- Process ----------------------------------------------------------------------------------------------
+@dataclass
+class ProcessReport:
+    done: int = 0
+    failed: int = 0
+    retry: int = 0
+    skipped: int = 0
+    messages: list[int] = field(default_factory=list)
+
+
+def _claim(event_ids: Sequence[int]) -> list[int]:
+    """Take the lease on those events that nobody holds; count the attempt before any work is done.
+
+    The attempt is committed first, so an event that kills its worker (time limit, OOM) still reaches
+    the dead-letter state after SWITCHBOARD_MAX_ATTEMPTS instead of looping forever.
+    """
+    now = timezone.now()
+    lease_expired = now - timedelta(seconds=settings.SWITCHBOARD_CLAIM_LEASE_SECONDS)
+    with transaction.atomic():
+        ids = list(
+            InboundEvent.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=event_ids, state=InboundEvent.State.PENDING)
+            .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=lease_expired))
+            .values_list("id", flat=True)
+        )
+        if ids:
+            InboundEvent.objects.filter(pk__in=ids).update(claimed_at=now, attempts=F("attempts") + 1)
+    return ids
+
+
+def inbound_events_process(*, event_ids: Sequence[int]) -> ProcessReport:
+    """Normalise, ingest and route a batch of events. One event's failure never affects the others."""
+    report = ProcessReport()
+    claimed = _claim(event_ids)
+    report.skipped = len(set(event_ids)) - len(claimed)
+    if not claimed:
+        return report
+    events = InboundEvent.objects.select_related("account").filter(pk__in=claimed).order_by("id")
+    max_attempts = settings.SWITCHBOARD_MAX_ATTEMPTS
+    with transaction.atomic():
+        for event in events:
+            now = timezone.now()
+            try:
+                with transaction.atomic():
+                    inbounds = connector_for(event.account).normalize(event.payload)
+                    for inbound in inbounds:
+                        message = message_ingest(account=event.account, inbound=inbound, event=event)
+                        if message is not None:
+                            report.messages.append(message.pk)
+            except PermanentError as exc:
+                # Quarantine: the raw payload stays, with the reason, for an admin to look at.
+                event.state, event.error = InboundEvent.State.FAILED, f"malformed event: {exc}"
+                report.failed += 1
+                logger.warning("event %s quarantined: %s", event.pk, exc)
+            except Exception as exc:
+                error = f"{exc.__class__.__name__}: {exc}"
+                if event.attempts >= max_attempts:
+                    event.state = InboundEvent.State.FAILED
+                    event.error = f"gave up after {event.attempts} attempts; last error: {error}"
+                    report.failed += 1
+                else:
+                    event.error = error
+                    event.next_attempt_at = now + timedelta(seconds=backoff_seconds(event.attempts))
+                    report.retry += 1
+                logger.exception("event %s failed (attempt %s)", event.pk, event.attempts)
+            else:
+                event.state, event.error = InboundEvent.State.DONE, ""
+                event.processed_at = now
+                report.done += 1
+            event.claimed_at = None
+            event.save(update_fields=["state", "error", "claimed_at", "next_attempt_at", "processed_at"])
+    return report
+
+
+def _identity_get_or_create(*, kind: str, inbound: InboundMessage) -> ContactIdentity:
+    identity = ContactIdentity.objects.select_related("contact").filter(kind=kind, handle=inbound.sender.handle).first()
+    if identity is not None:
+        return identity
+    try:
+        with transaction.atomic():
+            contact = Contact.objects.create(name=inbound.sender.display_name[:200], email=inbound.sender.email[:254])
+            return ContactIdentity.objects.create(
+                contact=contact, kind=kind, handle=inbound.sender.handle, display_name=inbound.sender.display_name[:200]
+            )
+    except IntegrityError:
+        # Another worker created it first (the first message of a new contact arriving twice at once).
+        return ContactIdentity.objects.select_related("contact").get(kind=kind, handle=inbound.sender.handle)
+
+
+def _conversation_for(*, account: ChannelAccount, identity: ContactIdentity, inbound: InboundMessage) -> tuple[Conversation, bool]:
+    """The unresolved conversation of this identity's thread, locked; a new one when there is none."""
+    lookup = {"account": account, "identity": identity, "thread_key": inbound.thread_key}
+    unresolved = Conversation.objects.select_for_update().filter(status__in=Conversation.UNRESOLVED, **lookup)
+    conversation = unresolved.first()
+    if conversation is not None:
+        return conversation, False
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                contact=identity.contact, subject=inbound.subject[:500], **lookup
+            )
+            return conversation, True
+    except IntegrityError:
+        return unresolved.get(), False
+
+
+def message_ingest(*, account: ChannelAccount, inbound: InboundMessage, event: InboundEvent | None = None) -> Message | None:
+    """One normalised inbound message -> contact, conversation, message, language, queue, assignee, live event.
+
+    Returns None when the message was already stored (the provider delivered it twice).
+    """
+    if inbound.external_id and Message.objects.filter(
+        account=account, direction=Message.Direction.INBOUND, external_id=inbound.external_id
+    ).exists():
+        return None
+    identity = _identity_get_or_create(kind=account.kind, inbound=inbound)
+    conversation, created = _conversation_for(account=account, identity=identity, inbound=inbound)
+    detection = language_detect(
+        text=inbound.text, declared=inbound.language_hints, conversation_language=conversation.language
+    )
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                account=account,
+                conversation=conversation,
+                direction=Message.Direction.INBOUND,
+                sender_identity=identity,
+                text=inbound.text,
+                html=nh3.clean(inbound.html) if inbound.html else "",
+                language=detection.language or "",
+                language_confidence=detection.confidence,
+                external_id=inbound.external_id,
+                inbound_event=event,
+                sent_at=inbound.sent_at,
+            )
+    except IntegrityError:
+        return None
+
+    now = timezone.now()
+    conversation.last_message_at = now
+    if conversation.waiting_since is None:
+        conversation.waiting_since = now
+    if conversation.status in (Conversation.Status.PENDING, Conversation.Status.SNOOZED):
+        conversation.status = Conversation.Status.OPEN
+    conversation.save(update_fields=["last_message_at", "waiting_since", "status"])
+    if created:
+        AuditEvent.objects.create(
+            action="conversation.created", conversation=conversation, data={"channel": account.kind}
+        )
+
+    language = detection.language or ""
+    switch = bool(language) and language != conversation.language and (
+        not conversation.language
+        or (conversation.assignee_id is None and detection.source == "text"
+            and detection.confidence >= LANGUAGE_SWITCH_CONFIDENCE)
+    )
+    if conversation.queue_id is None or switch:
+        conversation_route(
+            conversation=conversation, language=language if switch or not conversation.language else conversation.language
+        )
+    conversation_auto_assign(conversation=conversation)
+
+    groups = [MANAGERS_GROUP]
+    if conversation.queue_id:
+        groups.append(queue_group(conversation.queue_id))
+    if conversation.assignee_id:
+        groups.append(agent_group(conversation.assignee_id))
+    publish_on_commit(
+        groups,
+        {
+            "type": "conversation.created" if created else "message.created",
+            "conversation": conversation.pk,
+            "message": message.pk,
+            "language": message.language,
+            "queue": conversation.queue_id,
+        },
+    )
+    return message
+
+
+# --- Reply ------------------------------------------------------------------------------------------------
+class ReplyRefused(ValueError):
+    """The reply cannot be sent as written (too long for the channel, conversation closed...). Shown as is."""
+
+
+def reply_create(
+    *, conversation: Conversation, author: AbstractBaseUser, text: str, reply_to: Message | None = None
+) -> Message:
+    """An agent's reply: a Message and its OutboundDelivery, sent by a worker after the commit."""
+    text = text.strip()
+    if not text:
+        raise ReplyRefused("the reply is empty")
+    connector_cls = connector_for(conversation.account).__class__
+    limit = connector_cls.max_text_length
+    if len(text) > limit:
+        raise ReplyRefused(f"{connector_cls.label} allows {limit} characters; this reply has {len(text)}")
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        message = Message.objects.create(
+            account_id=locked.account_id,
+            conversation=locked,
+            direction=Message.Direction.OUTBOUND,
+            author=author,
+            text=text,
+            language=locked.language,
+            language_confidence=1.0,
+            reply_to=reply_to,
+        )
+        delivery = OutboundDelivery.objects.create(message=message, account_id=locked.account_id)
+        locked.last_message_at = now
+        locked.waiting_since = None
+        fields = ["last_message_at", "waiting_since"]
+        if locked.first_response_at is None:
+            locked.first_response_at = now
+            fields.append("first_response_at")
+        if locked.assignee_id is None:
+            locked.assignee_id = author.pk
+            fields.append("assignee")
+        if locked.status != Conversation.Status.OPEN:
+            locked.status = Conversation.Status.OPEN
+            locked.resolved_at = None
+            fields += ["status", "resolved_at"]
+        locked.save(update_fields=fields)
+        enqueue_on_commit(SEND_DELIVERY, delivery.pk)
+        publish_on_commit(
+            [MANAGERS_GROUP, *([queue_group(locked.queue_id)] if locked.queue_id else [])],
+            {"type": "message.created", "conversation": locked.pk, "message": message.pk},
+        )
+    return message
+
+
+# --- Deliver ----------------------------------------------------------------------------------------------
+def _delivery_update(delivery_id: int, **fields: Any) -> None:
+    OutboundDelivery.objects.filter(pk=delivery_id).update(**fields)
+
+
+def delivery_attempt(*, delivery_id: int) -> str:
+    """Claim one delivery and call the provider once. Returns the resulting state.
+
+    The claim is one conditional UPDATE, so of any number of workers handed the same id exactly one sends.
+    """
+    now = timezone.now()
+    claimed = (
+        OutboundDelivery.objects.filter(pk=delivery_id, state__in=OutboundDelivery.CLAIMABLE)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(state=OutboundDelivery.State.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+    )
+    if not claimed:
+        return "skipped"
+    delivery = OutboundDelivery.objects.select_related(
+        "account", "message", "message__conversation", "message__conversation__identity"
+    ).get(pk=delivery_id)
+    account = delivery.account
+    if account.paused_until and account.paused_until > now:
+        _delivery_update(
+            delivery_id,
+            state=OutboundDelivery.State.RETRY_WAIT,
+            next_attempt_at=account.paused_until,
+            attempts=F("attempts") - 1,
+            last_error=f"rate limited by the provider; sends at {account.paused_until:%H:%M:%S} UTC",
+        )
+        return OutboundDelivery.State.RETRY_WAIT
+    message = delivery.message
+    conversation = message.conversation
+    # Channels that thread replies answer the message the agent picked, else the customer's latest one.
+    if message.reply_to_id:
+        reply_to = Message.objects.filter(pk=message.reply_to_id).values_list("external_id", flat=True).first() or ""
+    else:
+        reply_to = (
+            conversation.messages.filter(direction=Message.Direction.INBOUND, id__lt=message.pk)
+            .order_by("-id")
+            .values_list("external_id", flat=True)
+            .first()
+            or ""
+        )
+    outbound = OutboundMessage(
+        idempotency_key=str(message.uuid),
+        recipient=conversation.identity.handle,
+        text=message.text,
+        subject=conversation.subject,
+        reply_to_external_id=reply_to,
+        thread_key=conversation.thread_key,
+    )
+    try:
+        result = connector_for(account).send(outbound)
+    except RateLimited as exc:
+        until = timezone.now() + timedelta(seconds=max(1.0, exc.retry_after))
+        # Pause the whole account for every worker: never move the pause earlier than another worker set it.
+        ChannelAccount.objects.filter(pk=account.pk).filter(
+            Q(paused_until__isnull=True) | Q(paused_until__lt=until)
+        ).update(paused_until=until)
+        state = _retry_or_fail(delivery, f"rate limited by the provider; sends at {until:%H:%M:%S} UTC", until)
+    except TransientError as exc:
+        if exc.maybe_delivered:
+            _delivery_update(
+                delivery_id,
+                state=OutboundDelivery.State.UNCERTAIN,
+                last_error=f"may or may not have been delivered: {exc}",
+            )
+            state = OutboundDelivery.State.UNCERTAIN
+        else:
+            when = timezone.now() + timedelta(seconds=backoff_seconds(delivery.attempts))
+            state = _retry_or_fail(delivery, f"{exc}; retrying at {when:%H:%M:%S} UTC", when)
+    except PermanentError as exc:
+        _delivery_update(delivery_id, state=OutboundDelivery.State.FAILED, last_error=str(exc))
+        state = OutboundDelivery.State.FAILED
+    except ConnectorError as exc:
+        _delivery_update(delivery_id, state=OutboundDelivery.State.FAILED, last_error=str(exc))
+        state = OutboundDelivery.State.FAILED
+    else:
+        sent_at = result.sent_at or timezone.now()
+        with transaction.atomic():
+            _delivery_update(
+                delivery_id,
+                state=OutboundDelivery.State.SENT,
+                provider_id=result.provider_id,
+                sent_at=sent_at,
+                last_error="",
+            )
+            Message.objects.filter(pk=message.pk).update(external_id=result.provider_id, sent_at=sent_at)
+        state = OutboundDelivery.State.SENT
+    groups = [MANAGERS_GROUP, *([queue_group(conversation.queue_id)] if conversation.queue_id else [])]
+    if message.author_id:
+        groups.append(agent_group(message.author_id))
+    publish_on_commit(groups, {"type": "delivery.updated", "message": message.pk, "state": state})
+    return state
+
+
+def _retry_or_fail(delivery: OutboundDelivery, reason: str, when: Any) -> str:
+    if delivery.attempts >= settings.SWITCHBOARD_MAX_ATTEMPTS:
+        _delivery_update(
+            delivery.pk,
+            state=OutboundDelivery.State.FAILED,
+            last_error=f"gave up after {delivery.attempts} attempts; last error: {reason}",
+        )
+        return OutboundDelivery.State.FAILED
+    _delivery_update(delivery.pk, state=OutboundDelivery.State.RETRY_WAIT, next_attempt_at=when, last_error=reason)
+    delay = (when - timezone.now()).total_seconds()
+    if delay <= 30:
+        # Short waits ride on a broker countdown; longer ones are found by the sweeper (next_attempt_at).
+        enqueue(SEND_DELIVERY, delivery.pk, countdown=max(0.0, delay))
+    return OutboundDelivery.State.RETRY_WAIT
+
+
+def delivery_retry(*, delivery: OutboundDelivery, actor: AbstractBaseUser) -> None:
+    """The agent's retry action on a failed or uncertain delivery."""
+    with transaction.atomic():
+        updated = OutboundDelivery.objects.filter(
+            pk=delivery.pk, state__in=[OutboundDelivery.State.FAILED, OutboundDelivery.State.UNCERTAIN]
+        ).update(state=OutboundDelivery.State.QUEUED, next_attempt_at=None, attempts=0)
+        if not updated:
+            raise ReplyRefused("only a failed or uncertain delivery can be retried")
+        AuditEvent.objects.create(
+            actor=actor, action="delivery.retried", conversation_id=delivery.message.conversation_id,
+            target=f"delivery:{delivery.pk}",
+        )
+        enqueue_on_commit(SEND_DELIVERY, delivery.pk)
+
+
+# --- Sweep ------------------------------------------------------------------------------------------------
+@dataclass
+class SweepReport:
+    events: int = 0
+    deliveries: int = 0
+    uncertain: int = 0
+
+
+def sweep_stuck_work(*, limit: int = 5000) -> SweepReport:
+    """Re-enqueue what a lost broker message or a dead worker left behind. Safe to run anywhere, any time."""
+    now = timezone.now()
+    lease_expired = now - timedelta(seconds=settings.SWITCHBOARD_CLAIM_LEASE_SECONDS)
+    report = SweepReport()
+    due = (
+        InboundEvent.objects.filter(state=InboundEvent.State.PENDING)
+        .filter(
+            Q(claimed_at__isnull=True, next_attempt_at__lte=now) | Q(claimed_at__lt=lease_expired)
+        )
+        .order_by("id")
+        .values_list("id", "attempts")[:limit]
+    )
+    fresh, retried = [], []
+    for event_id, attempts in due:
+        (fresh if attempts == 0 else retried).append(event_id)
+    for batch in _chunks(fresh, settings.SWITCHBOARD_INGEST_BATCH):
+        enqueue(PROCESS_INBOUND, batch)
+    for event_id in retried:
+        enqueue(PROCESS_INBOUND, [event_id])  # alone, so a poison event cannot take a batch down with it
+    report.events = len(fresh) + len(retried)
+
+    # A worker that died mid-send: the provider may have the message. Do not resend blindly.
+    report.uncertain = OutboundDelivery.objects.filter(
+        state=OutboundDelivery.State.SENDING, claimed_at__lt=lease_expired
+    ).update(
+        state=OutboundDelivery.State.UNCERTAIN,
+        last_error="the worker stopped during the send; the customer may or may not have it",
+    )
+    lost_after = now - timedelta(seconds=settings.SWITCHBOARD_SWEEP_AFTER_SECONDS)
+    deliveries = list(
+        OutboundDelivery.objects.filter(
+            Q(state=OutboundDelivery.State.QUEUED, created_at__lt=lost_after, next_attempt_at__isnull=True)
+            | Q(state__in=OutboundDelivery.CLAIMABLE, next_attempt_at__lte=now)
+        )
+        .order_by("id")
+        .values_list("id", flat=True)[:limit]
+    )
+    for delivery_id in deliveries:
+        enqueue(SEND_DELIVERY, delivery_id)
+    report.deliveries = len(deliveries)
+    if report.events or report.deliveries or report.uncertain:
+        logger.info("sweep: re-enqueued %s events, %s deliveries; %s uncertain", report.events, report.deliveries, report.uncertain)
+    return report
+
+
+# --- Conversation actions ---------------------------------------------------------------------------------
+def conversation_set_language(*, conversation: Conversation, language: str, actor: AbstractBaseUser) -> Conversation:
+    """An agent corrects the language: the conversation moves to that language's queue."""
+    language = language.strip().lower()
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        conversation_route(conversation=locked, language=language, actor=actor, reason="corrected by agent")
+        conversation_auto_assign(conversation=locked)
+        publish_on_commit(
+            [MANAGERS_GROUP, *([queue_group(locked.queue_id)] if locked.queue_id else [])],
+            {"type": "conversation.routed", "conversation": locked.pk, "language": language, "queue": locked.queue_id},
+        )
+    return locked
+
+
+def conversation_set_status(*, conversation: Conversation, status: str, actor: AbstractBaseUser) -> Conversation:
+    if status not in Conversation.Status.values:
+        raise ReplyRefused(f"status must be one of {', '.join(Conversation.Status.values)}")
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        old = locked.status
+        locked.status = status
+        locked.resolved_at = timezone.now() if status == Conversation.Status.RESOLVED else None
+        locked.save(update_fields=["status", "resolved_at"])
+        AuditEvent.objects.create(
+            actor=actor, action="conversation.status", conversation=locked, data={"from": old, "to": status}
+        )
+        if status == Conversation.Status.RESOLVED and locked.queue_id:
+            # A slot was freed: give the next waiting conversation of that queue to someone.
+            enqueue_on_commit(ASSIGN_WAITING, locked.queue_id)
+    return locked

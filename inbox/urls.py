@@ -1,0 +1,33 @@
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+
+from inbox.agents import views as agent_views
+from inbox.conversations import webhooks
+from inbox.webchat import views as webchat_views
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", healthz),
+    # Web chat visitor API (the widget).
+    path("api/webchat/v1/<str:public_id>/sessions", webchat_views.session_create, name="webchat-session"),
+    path("api/webchat/v1/messages", webchat_views.messages, name="webchat-messages"),
+    # Channel webhooks.
+    path("api/channels/<str:public_id>/events", webhooks.api_channel_events, name="api-channel-events"),
+    # Agents.
+    path("api/agent/conversations", agent_views.conversation_list, name="agent-conversations"),
+    path("api/agent/conversations/<int:conversation_id>", agent_views.conversation_detail, name="agent-conversation"),
+    path("api/agent/conversations/<int:conversation_id>/reply", agent_views.conversation_reply, name="agent-reply"),
+    path(
+        "api/agent/conversations/<int:conversation_id>/language",
+        agent_views.conversation_language,
+        name="agent-language",
+    ),
+    path("api/agent/conversations/<int:conversation_id>/status", agent_views.conversation_status, name="agent-status"),
+    path("api/agent/presence", agent_views.presence, name="agent-presence"),
+]

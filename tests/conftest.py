@@ -1,0 +1,128 @@
+"""Test set-up: real PostgreSQL, real Redis, a real Celery worker process. No mocks of our own database or broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgresql" not in engine:
+        raise pytest.UsageError(
+            "the tests run against PostgreSQL: set DATABASE_URL=postgres://... (make test does this)"
+        )
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll until predicate() is truthy; fail with what we waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis() -> None:
+    """The tests own their Redis database number (REDIS_URL, /13 by default): start from empty."""
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    db = settings.DATABASES["default"]
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        REDIS_URL=settings.REDIS_URL,
+        SWITCHBOARD_RETRY_BASE_SECONDS="0.5",
+        SWITCHBOARD_ROUTING_CACHE_SECONDS="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, log_path: Path, **env: str) -> None:
+        self.log_path = log_path
+        self.log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "ingest,routing,outbound",
+             "-c", "2", "--pool", "prefork", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+             "-n", f"test-{os.getpid()}@%h"],
+            cwd=ROOT, env=worker_env(**env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while "ready." not in log_path.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"celery worker did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log_path.read_text()[-n:]
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """A real Celery worker process (prefork, 2 children) on the test database and the test Redis."""
+    with django_db_blocker.unblock():
+        connection.ensure_connection()  # the test database exists from here on
+    worker = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log")
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture
+def live_worker(celery_worker: WorkerProcess, transactional_db: None) -> WorkerProcess:
+    """A test that hands work to the worker: its rows must be committed for the worker to see them."""
+    return celery_worker
+
+
+@pytest.fixture
+def demo(db: None) -> Any:
+    """Queues for 12 languages + the fallback, two online agents (es, en), a manager, a web chat channel."""
+    from tests.factories import make_demo
+
+    return make_demo()
+
+
+@pytest.fixture
+def demo_committed(transactional_db: None) -> Any:
+    from tests.factories import make_demo
+
+    return make_demo()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests that use the live worker are slower: run them last, so quick failures show first.
+    items.sort(key=lambda item: "live_worker" in getattr(item, "fixturenames", ()))

@@ -1,0 +1,39 @@
+"""Thin tasks: load by id, call one service, decide about retry."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import DatabaseError, InterfaceError
+
+from inbox.conversations import services
+from inbox.routing import services as routing
+from inbox.taskqueue import ASSIGN_WAITING, PROCESS_INBOUND, SEND_DELIVERY, SWEEP, app
+from workers.base import SwitchboardTask
+
+logger = logging.getLogger(__name__)
+
+# Only a lost database connection is worth a broker retry; everything else is recorded in the rows.
+RETRY_ON = (DatabaseError, InterfaceError)
+
+
+@app.task(name=PROCESS_INBOUND, base=SwitchboardTask, bind=True, autoretry_for=RETRY_ON, retry_backoff=True)
+def process_inbound(self: SwitchboardTask, event_ids: list[int]) -> dict[str, int]:
+    report = services.inbound_events_process(event_ids=event_ids)
+    return {"done": report.done, "failed": report.failed, "retry": report.retry, "skipped": report.skipped}
+
+
+@app.task(name=SEND_DELIVERY, base=SwitchboardTask, bind=True, autoretry_for=RETRY_ON, retry_backoff=True)
+def send_delivery(self: SwitchboardTask, delivery_id: int) -> str:
+    return services.delivery_attempt(delivery_id=delivery_id)
+
+
+@app.task(name=ASSIGN_WAITING, base=SwitchboardTask, bind=True, autoretry_for=RETRY_ON, retry_backoff=True)
+def assign_waiting(self: SwitchboardTask, queue_id: int) -> int:
+    return routing.assign_waiting(queue_id=queue_id)
+
+
+@app.task(name=SWEEP, base=SwitchboardTask, bind=True)
+def sweep(self: SwitchboardTask) -> dict[str, int]:
+    report = services.sweep_stuck_work()
+    return {"events": report.events, "deliveries": report.deliveries, "uncertain": report.uncertain}
