@@ -37,7 +37,7 @@ class Registry:
 
 
 def parse_extra(spec: str) -> list[tuple[str, str]]:
-    """"kind=pkg.mod:Class,kind2=..." -> [(kind, path)]."""
+    """ "kind=pkg.mod:Class,kind2=..." -> [(kind, path)]."""
     pairs = []
     for item in spec.split(","):
         item = item.strip()

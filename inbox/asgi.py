@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (agents at /ws/agent/, visitors at /ws/webchat/)."""
+"""ASGI entry point: HTTP via Django; websockets via Channels (/ws/agent/ for agents, /ws/webchat/ for visitors)."""
 
 import os
 

@@ -109,14 +109,29 @@ def run(args: argparse.Namespace) -> int:
             (var / "redis").mkdir(exist_ok=True)
             sup.start(
                 "embedded redis",
-                [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(var / "redis"),
-                 "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"],
+                [
+                    redis_server_binary(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--dir",
+                    str(var / "redis"),
+                    "--appendonly",
+                    "yes",
+                    "--save",
+                    "",
+                    "--maxmemory-policy",
+                    "noeviction",
+                ],
                 env,
             )
             if not _wait_port(port, 10):
                 raise SystemExit("the embedded Redis did not start within 10 s")
             env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        db = "PostgreSQL/other (DATABASE_URL)" if env.get("DATABASE_URL") else f"SQLite at {var / 'switchboard.sqlite3'}"
+        db = (
+            "PostgreSQL/other (DATABASE_URL)" if env.get("DATABASE_URL") else f"SQLite at {var / 'switchboard.sqlite3'}"
+        )
         _log(f"database: {db}; redis: {env['REDIS_URL']}")
         for step in (["migrate", "--noinput"], ["seed_demo"]):
             _log("manage.py " + " ".join(step))
@@ -124,20 +139,54 @@ def run(args: argparse.Namespace) -> int:
         web_port = _free_port(args.port)
         sup.start(
             "web (uvicorn, HTTP + websockets)",
-            [PY, "-m", "uvicorn", "inbox.asgi:application", "--host", args.host, "--port", str(web_port),
-             "--timeout-graceful-shutdown", "10"],
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                "inbox.asgi:application",
+                "--host",
+                args.host,
+                "--port",
+                str(web_port),
+                "--timeout-graceful-shutdown",
+                "10",
+            ],
             env,
         )
         sup.start(
             "worker (ingest, routing, outbound)",
-            [PY, "-m", "celery", "-A", "workers", "worker", "-Q", "ingest,routing,outbound",
-             "-c", str(args.concurrency), "--loglevel", "INFO", "-n", "switchboard@%h"],
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "-Q",
+                "ingest,routing,outbound",
+                "-c",
+                str(args.concurrency),
+                "--loglevel",
+                "INFO",
+                "-n",
+                "switchboard@%h",
+            ],
             env,
         )
         sup.start(
             "beat (sweeper schedule)",
-            [PY, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",
-             "-s", str(var / "celerybeat-schedule")],
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "-s",
+                str(var / "celerybeat-schedule"),
+            ],
             env,
         )
         if not _wait_port(web_port, 30):

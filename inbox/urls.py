@@ -21,13 +21,25 @@ urlpatterns = [
     path("api/channels/<str:public_id>/events", webhooks.api_channel_events, name="api-channel-events"),
     # Agents.
     path("api/agent/conversations", agent_views.conversation_list, name="agent-conversations"),
-    path("api/agent/conversations/<int:conversation_id>", agent_views.conversation_detail, name="agent-conversation"),
-    path("api/agent/conversations/<int:conversation_id>/reply", agent_views.conversation_reply, name="agent-reply"),
+    path(
+        "api/agent/conversations/<int:conversation_id>",
+        agent_views.conversation_detail,
+        name="agent-conversation",
+    ),
+    path(
+        "api/agent/conversations/<int:conversation_id>/reply",
+        agent_views.conversation_reply,
+        name="agent-reply",
+    ),
     path(
         "api/agent/conversations/<int:conversation_id>/language",
         agent_views.conversation_language,
         name="agent-language",
     ),
-    path("api/agent/conversations/<int:conversation_id>/status", agent_views.conversation_status, name="agent-status"),
+    path(
+        "api/agent/conversations/<int:conversation_id>/status",
+        agent_views.conversation_status,
+        name="agent-status",
+    ),
     path("api/agent/presence", agent_views.presence, name="agent-presence"),
 ]

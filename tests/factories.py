@@ -35,7 +35,9 @@ def make_demo(**webchat_settings: Any) -> Demo:
     online = AgentProfile.Presence.ONLINE
     agent_es = agent_upsert(username="ana", password=PASSWORD, languages=["es"], presence=online, capacity=3)
     agent_en = agent_upsert(username="ben", password=PASSWORD, languages=["en"], presence=online, capacity=3)
-    agent_ru = agent_upsert(username="oleg", password=PASSWORD, languages=["ru"], presence=AgentProfile.Presence.OFFLINE)
+    agent_ru = agent_upsert(
+        username="oleg", password=PASSWORD, languages=["ru"], presence=AgentProfile.Presence.OFFLINE
+    )
     manager = agent_upsert(username="maria", password=PASSWORD, role=AgentProfile.Role.MANAGER)
     webchat = ChannelAccount.objects.create(kind="webchat", name="Website", settings=webchat_settings)
     clear_cache()

@@ -26,8 +26,8 @@ from connectors.base import (
     OutboundMessage,
     PermanentError,
     RateLimited,
-    SendResult,
     Sender,
+    SendResult,
     TransientError,
     require_str,
 )
@@ -106,7 +106,9 @@ class ApiConnector:
             raise TransientError(f"callback unreachable: {exc.__class__.__name__}") from exc
         status = response.status_code
         if status == 429:
-            raise RateLimited("callback rate limit (429)", retry_after=_retry_after(response.headers.get("Retry-After")))
+            raise RateLimited(
+                "callback rate limit (429)", retry_after=_retry_after(response.headers.get("Retry-After"))
+            )
         if status in (401, 403):
             raise AuthError(f"callback refused our signature ({status})")
         if status >= 500:

@@ -15,8 +15,8 @@ from connectors.base import (
     InboundMessage,
     OutboundMessage,
     PermanentError,
-    SendResult,
     Sender,
+    SendResult,
     require_str,
 )
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
+from django.contrib.auth.models import User
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_http_methods
 
@@ -80,6 +81,11 @@ def _message_json(m: Message) -> dict[str, Any]:
     }
 
 
+def _user(request: HttpRequest) -> User:
+    """The signed-in user (agent_api has already answered 401 to anyone else)."""
+    return cast(User, request.user)
+
+
 def _get(request: HttpRequest, conversation_id: int) -> Conversation | None:
     return conversations_visible_to(request.user).filter(pk=conversation_id).first()
 
@@ -92,7 +98,10 @@ def conversation_list(request: HttpRequest) -> JsonResponse:
     if status != "all":
         qs = qs.filter(status=status)
     if "queue" in request.GET:
-        qs = qs.filter(queue_id=request.GET["queue"])
+        try:
+            qs = qs.filter(queue_id=int(request.GET["queue"]))
+        except ValueError as exc:
+            raise BadRequest("'queue' must be a queue id (an integer)") from exc
     if "language" in request.GET:
         qs = qs.filter(language=request.GET["language"])
     qs = qs.order_by("-priority", "waiting_since", "-last_message_at")[:100]
@@ -126,7 +135,7 @@ def conversation_reply(request: HttpRequest, conversation_id: int) -> JsonRespon
         reply_to = conversation.messages.filter(pk=data["reply_to"], direction=Message.Direction.INBOUND).first()
         if reply_to is None:
             raise BadRequest("'reply_to' is not a customer message of this conversation")
-    message = reply_create(conversation=conversation, author=request.user, text=text, reply_to=reply_to)  # type: ignore[arg-type]
+    message = reply_create(conversation=conversation, author=_user(request), text=text, reply_to=reply_to)
     message = Message.objects.select_related("delivery").get(pk=message.pk)
     return JsonResponse({"message": _message_json(message)}, status=201)
 
@@ -138,10 +147,15 @@ def conversation_language(request: HttpRequest, conversation_id: int) -> JsonRes
     if conversation is None:
         return error("no such conversation", 404)
     language = field_str(json_body(request), "language", max_length=16)
-    conversation_set_language(conversation=conversation, language=language, actor=request.user)  # type: ignore[arg-type]
+    conversation_set_language(conversation=conversation, language=language, actor=_user(request))
     # After a re-route the conversation may sit in a queue this agent does not serve: say so.
     moved = Conversation.objects.select_related("account", "queue", "identity", "contact").get(pk=conversation_id)
-    return JsonResponse({"conversation": _conversation_json(moved), "still_visible": _get(request, conversation_id) is not None})
+    return JsonResponse(
+        {
+            "conversation": _conversation_json(moved),
+            "still_visible": _get(request, conversation_id) is not None,
+        }
+    )
 
 
 @require_http_methods(["POST"])
@@ -151,7 +165,7 @@ def conversation_status(request: HttpRequest, conversation_id: int) -> JsonRespo
     if conversation is None:
         return error("no such conversation", 404)
     status = field_str(json_body(request), "status", max_length=16)
-    conversation = conversation_set_status(conversation=conversation, status=status, actor=request.user)  # type: ignore[arg-type]
+    conversation = conversation_set_status(conversation=conversation, status=status, actor=_user(request))
     return JsonResponse({"id": conversation.pk, "status": conversation.status})
 
 
@@ -160,7 +174,7 @@ def conversation_status(request: HttpRequest, conversation_id: int) -> JsonRespo
 def presence(request: HttpRequest) -> JsonResponse:
     value = field_str(json_body(request), "presence", max_length=16)
     try:
-        profile = agent_set_presence(user=request.user, presence=value)  # type: ignore[arg-type]
+        profile = agent_set_presence(user=_user(request), presence=value)
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     return JsonResponse({"presence": profile.presence})

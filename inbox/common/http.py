@@ -33,9 +33,10 @@ def json_body(request: HttpRequest, *, max_bytes: int = 256 * 1024) -> dict[str,
     return data
 
 
-def field_str(data: dict[str, Any], key: str, *, required: bool = True, max_length: int | None = None,
-              default: str = "") -> str:
-    value = data.get(key, None)
+def field_str(
+    data: dict[str, Any], key: str, *, required: bool = True, max_length: int | None = None, default: str = ""
+) -> str:
+    value = data.get(key)
     if value is None:
         if required:
             raise BadRequest(f"field {key!r} is required")

@@ -32,7 +32,15 @@ class InboundEventAdmin(admin.ModelAdmin):
     list_display = ("id", "account", "external_id", "state", "attempts", "received_at", "error")
     list_filter = ("state", "account")
     search_fields = ("external_id", "error")
-    readonly_fields = ("account", "external_id", "payload", "attempts", "error", "received_at", "processed_at")
+    readonly_fields = (
+        "account",
+        "external_id",
+        "payload",
+        "attempts",
+        "error",
+        "received_at",
+        "processed_at",
+    )
     actions = ["requeue"]
 
     @admin.action(description="Process again (reset attempts)")
@@ -51,7 +59,17 @@ class OutboundDeliveryAdmin(admin.ModelAdmin):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("id", "account", "contact", "language", "queue", "status", "priority", "assignee", "last_message_at")
+    list_display = (
+        "id",
+        "account",
+        "contact",
+        "language",
+        "queue",
+        "status",
+        "priority",
+        "assignee",
+        "last_message_at",
+    )
     list_filter = ("status", "language", "queue", "account")
     raw_id_fields = ("contact", "identity", "assignee")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 
@@ -17,7 +19,7 @@ def registry() -> Registry:
     return Registry(parse_extra(settings.SWITCHBOARD_EXTRA_CONNECTORS))
 
 
-def _publish_to_identity(handle: str, event: dict) -> None:  # type: ignore[type-arg]
+def _publish_to_identity(handle: str, event: Mapping[str, Any]) -> None:
     publish([visitor_group(handle)], event)
 
 

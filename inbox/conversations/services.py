@@ -18,7 +18,7 @@ from typing import Any
 
 import nh3
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -64,7 +64,10 @@ def _chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:
 
 # --- Receive ----------------------------------------------------------------------------------------------
 def inbound_events_record(
-    *, account: ChannelAccount, events: Sequence[tuple[str, dict[str, Any]]], cursor: dict[str, Any] | None = None
+    *,
+    account: ChannelAccount,
+    events: Sequence[tuple[str, dict[str, Any]]],
+    cursor: dict[str, Any] | None = None,
 ) -> list[int]:
     """Store raw events (duplicates ignored) and, in the same transaction, the account's new poll cursor.
 
@@ -95,6 +98,7 @@ def _insert_events_returning_new(
         for external_id, payload in chunk:
             params += [account.pk, external_id, payload_field.get_db_prep_save(payload, connection), now, due]
         values = ", ".join(["(%s, %s, %s, 'pending', 0, '', %s, %s)"] * len(chunk))
+        # Only the table name (from the model) and placeholders are interpolated; values go as parameters.
         sql = (
             f"INSERT INTO {table} (account_id, external_id, payload, state, attempts, error, received_at, "
             f"next_attempt_at) VALUES {values} ON CONFLICT (account_id, external_id) DO NOTHING RETURNING id"
@@ -192,14 +196,19 @@ def _identity_get_or_create(*, kind: str, inbound: InboundMessage) -> ContactIde
         with transaction.atomic():
             contact = Contact.objects.create(name=inbound.sender.display_name[:200], email=inbound.sender.email[:254])
             return ContactIdentity.objects.create(
-                contact=contact, kind=kind, handle=inbound.sender.handle, display_name=inbound.sender.display_name[:200]
+                contact=contact,
+                kind=kind,
+                handle=inbound.sender.handle,
+                display_name=inbound.sender.display_name[:200],
             )
     except IntegrityError:
         # Another worker created it first (the first message of a new contact arriving twice at once).
         return ContactIdentity.objects.select_related("contact").get(kind=kind, handle=inbound.sender.handle)
 
 
-def _conversation_for(*, account: ChannelAccount, identity: ContactIdentity, inbound: InboundMessage) -> tuple[Conversation, bool]:
+def _conversation_for(
+    *, account: ChannelAccount, identity: ContactIdentity, inbound: InboundMessage
+) -> tuple[Conversation, bool]:
     """The unresolved conversation of this identity's thread, locked; a new one when there is none."""
     lookup = {"account": account, "identity": identity, "thread_key": inbound.thread_key}
     unresolved = Conversation.objects.select_for_update().filter(status__in=Conversation.UNRESOLVED, **lookup)
@@ -216,14 +225,19 @@ def _conversation_for(*, account: ChannelAccount, identity: ContactIdentity, inb
         return unresolved.get(), False
 
 
-def message_ingest(*, account: ChannelAccount, inbound: InboundMessage, event: InboundEvent | None = None) -> Message | None:
+def message_ingest(
+    *, account: ChannelAccount, inbound: InboundMessage, event: InboundEvent | None = None
+) -> Message | None:
     """One normalised inbound message -> contact, conversation, message, language, queue, assignee, live event.
 
     Returns None when the message was already stored (the provider delivered it twice).
     """
-    if inbound.external_id and Message.objects.filter(
-        account=account, direction=Message.Direction.INBOUND, external_id=inbound.external_id
-    ).exists():
+    if (
+        inbound.external_id
+        and Message.objects.filter(
+            account=account, direction=Message.Direction.INBOUND, external_id=inbound.external_id
+        ).exists()
+    ):
         return None
     identity = _identity_get_or_create(kind=account.kind, inbound=inbound)
     conversation, created = _conversation_for(account=account, identity=identity, inbound=inbound)
@@ -261,14 +275,22 @@ def message_ingest(*, account: ChannelAccount, inbound: InboundMessage, event: I
         )
 
     language = detection.language or ""
-    switch = bool(language) and language != conversation.language and (
-        not conversation.language
-        or (conversation.assignee_id is None and detection.source == "text"
-            and detection.confidence >= LANGUAGE_SWITCH_CONFIDENCE)
+    switch = (
+        bool(language)
+        and language != conversation.language
+        and (
+            not conversation.language
+            or (
+                conversation.assignee_id is None
+                and detection.source == "text"
+                and detection.confidence >= LANGUAGE_SWITCH_CONFIDENCE
+            )
+        )
     )
     if conversation.queue_id is None or switch:
         conversation_route(
-            conversation=conversation, language=language if switch or not conversation.language else conversation.language
+            conversation=conversation,
+            language=language if switch or not conversation.language else conversation.language,
         )
     conversation_auto_assign(conversation=conversation)
 
@@ -295,9 +317,7 @@ class ReplyRefused(ValueError):
     """The reply cannot be sent as written (too long for the channel, conversation closed...). Shown as is."""
 
 
-def reply_create(
-    *, conversation: Conversation, author: AbstractBaseUser, text: str, reply_to: Message | None = None
-) -> Message:
+def reply_create(*, conversation: Conversation, author: User, text: str, reply_to: Message | None = None) -> Message:
     """An agent's reply: a Message and its OutboundDelivery, sent by a worker after the commit."""
     text = text.strip()
     if not text:
@@ -455,7 +475,7 @@ def _retry_or_fail(delivery: OutboundDelivery, reason: str, when: Any) -> str:
     return OutboundDelivery.State.RETRY_WAIT
 
 
-def delivery_retry(*, delivery: OutboundDelivery, actor: AbstractBaseUser) -> None:
+def delivery_retry(*, delivery: OutboundDelivery, actor: User) -> None:
     """The agent's retry action on a failed or uncertain delivery."""
     with transaction.atomic():
         updated = OutboundDelivery.objects.filter(
@@ -464,7 +484,9 @@ def delivery_retry(*, delivery: OutboundDelivery, actor: AbstractBaseUser) -> No
         if not updated:
             raise ReplyRefused("only a failed or uncertain delivery can be retried")
         AuditEvent.objects.create(
-            actor=actor, action="delivery.retried", conversation_id=delivery.message.conversation_id,
+            actor=actor,
+            action="delivery.retried",
+            conversation_id=delivery.message.conversation_id,
             target=f"delivery:{delivery.pk}",
         )
         enqueue_on_commit(SEND_DELIVERY, delivery.pk)
@@ -485,13 +507,12 @@ def sweep_stuck_work(*, limit: int = 5000) -> SweepReport:
     report = SweepReport()
     due = (
         InboundEvent.objects.filter(state=InboundEvent.State.PENDING)
-        .filter(
-            Q(claimed_at__isnull=True, next_attempt_at__lte=now) | Q(claimed_at__lt=lease_expired)
-        )
+        .filter(Q(claimed_at__isnull=True, next_attempt_at__lte=now) | Q(claimed_at__lt=lease_expired))
         .order_by("id")
         .values_list("id", "attempts")[:limit]
     )
-    fresh, retried = [], []
+    fresh: list[int] = []
+    retried: list[int] = []
     for event_id, attempts in due:
         (fresh if attempts == 0 else retried).append(event_id)
     for batch in _chunks(fresh, settings.SWITCHBOARD_INGEST_BATCH):
@@ -520,12 +541,17 @@ def sweep_stuck_work(*, limit: int = 5000) -> SweepReport:
         enqueue(SEND_DELIVERY, delivery_id)
     report.deliveries = len(deliveries)
     if report.events or report.deliveries or report.uncertain:
-        logger.info("sweep: re-enqueued %s events, %s deliveries; %s uncertain", report.events, report.deliveries, report.uncertain)
+        logger.info(
+            "sweep: re-enqueued %s events, %s deliveries; %s uncertain",
+            report.events,
+            report.deliveries,
+            report.uncertain,
+        )
     return report
 
 
 # --- Conversation actions ---------------------------------------------------------------------------------
-def conversation_set_language(*, conversation: Conversation, language: str, actor: AbstractBaseUser) -> Conversation:
+def conversation_set_language(*, conversation: Conversation, language: str, actor: User) -> Conversation:
     """An agent corrects the language: the conversation moves to that language's queue."""
     language = language.strip().lower()
     with transaction.atomic():
@@ -534,12 +560,17 @@ def conversation_set_language(*, conversation: Conversation, language: str, acto
         conversation_auto_assign(conversation=locked)
         publish_on_commit(
             [MANAGERS_GROUP, *([queue_group(locked.queue_id)] if locked.queue_id else [])],
-            {"type": "conversation.routed", "conversation": locked.pk, "language": language, "queue": locked.queue_id},
+            {
+                "type": "conversation.routed",
+                "conversation": locked.pk,
+                "language": language,
+                "queue": locked.queue_id,
+            },
         )
     return locked
 
 
-def conversation_set_status(*, conversation: Conversation, status: str, actor: AbstractBaseUser) -> Conversation:
+def conversation_set_status(*, conversation: Conversation, status: str, actor: User) -> Conversation:
     if status not in Conversation.Status.values:
         raise ReplyRefused(f"status must be one of {', '.join(Conversation.Status.values)}")
     with transaction.atomic():

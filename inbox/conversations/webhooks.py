@@ -28,7 +28,9 @@ def api_channel_events(request: HttpRequest, public_id: str) -> JsonResponse:
         return error(f"body larger than {MAX_BODY} bytes", 413)
     # The signature covers the raw bytes, checked before the body is parsed (constant-time compare).
     if not api_connector.verify(
-        str(account.secrets.get("signing_secret", "")), body, request.headers.get(api_connector.SIGNATURE_HEADER)
+        str(account.secrets.get("signing_secret", "")),
+        body,
+        request.headers.get(api_connector.SIGNATURE_HEADER),
     ):
         return error("missing or wrong signature", 403)
     try:

@@ -91,8 +91,7 @@ _SPACE_RE = re.compile(r"\s+")
 # Chat tokens shared by every language: "ok" alone must not move a conversation to the Turkish queue
 # (lingua says tr 0.57 for "ok" among the 14 default languages).
 _NEUTRAL_TEXT = (
-    "ok okay okey oki okk k kk lol haha hahaha hehe hihi hmm hm xd wow ah oh eh uh yay ups oops "
-    "pls plz thx ty"
+    "ok okay okey oki okk k kk lol haha hahaha hehe hihi hmm hm xd wow ah oh eh uh yay ups oops pls plz thx ty"
 )
 _NEUTRAL_WORDS = frozenset(_NEUTRAL_TEXT.split())
 _NEUTRAL_MAX_CHARS = 16
@@ -299,9 +298,7 @@ class _Detector:
         self._merge_lingua = len(set(iso_codes.values())) < len(iso_codes)
         if len(set(iso_codes.values())) >= 2:
             self._lingua = (
-                LanguageDetectorBuilder.from_iso_codes_639_1(*iso_codes)
-                .with_preloaded_language_models()
-                .build()
+                LanguageDetectorBuilder.from_iso_codes_639_1(*iso_codes).with_preloaded_language_models().build()
             )
             # lingua answers with Language values; map them back to our codes once.
             from lingua import Language
@@ -312,9 +309,7 @@ class _Detector:
         text = _clean(text)
         if not text or not _LETTER_RE.search(text):
             return _NO_EVIDENCE  # empty, whitespace, emoji, digits, punctuation, links only
-        if len(text) <= _NEUTRAL_MAX_CHARS and all(
-            w in _NEUTRAL_WORDS for w in _WORD_RE.findall(text.lower())
-        ):
+        if len(text) <= _NEUTRAL_MAX_CHARS and all(w in _NEUTRAL_WORDS for w in _WORD_RE.findall(text.lower())):
             return _NO_EVIDENCE
         labels, probs = self._fasttext_predict(text)
         ft: dict[str, float] = {}

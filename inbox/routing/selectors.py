@@ -79,4 +79,3 @@ def agents_with_capacity(*, queue_id: int) -> QuerySet[AgentProfile]:
         .filter(load__lt=F("capacity"))
         .order_by("load", "presence_changed_at", "id")
     )
-

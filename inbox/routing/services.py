@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -26,7 +26,11 @@ def language_detect(*, text: str, declared: tuple[str, ...] = (), conversation_l
 
 
 def conversation_route(
-    *, conversation: Conversation, language: str, actor: AbstractBaseUser | None = None, reason: str = "detected"
+    *,
+    conversation: Conversation,
+    language: str,
+    actor: User | None = None,
+    reason: str = "detected",
 ) -> bool:
     """Put the conversation in its language's queue (the fallback queue when the language has none).
 
@@ -76,20 +80,27 @@ def conversation_auto_assign(*, conversation: Conversation) -> int | None:
         return None
     loads = dict(
         Conversation.objects.filter(
-            assignee_id__in=[c[1] for c in candidates], status__in=[Conversation.Status.OPEN, Conversation.Status.PENDING]
+            assignee_id__in=[c[1] for c in candidates],
+            status__in=[Conversation.Status.OPEN, Conversation.Status.PENDING],
         )
         .values_list("assignee_id")
         .annotate(n=Count("id"))
         .values_list("assignee_id", "n")
     )
     epoch = timezone.now().replace(year=2000)
-    free = [(loads.get(user_id, 0), changed or epoch, pid, user_id) for pid, user_id, cap, changed in candidates if loads.get(user_id, 0) < cap]
+    free = [
+        (loads.get(user_id, 0), changed or epoch, pid, user_id)
+        for pid, user_id, cap, changed in candidates
+        if loads.get(user_id, 0) < cap
+    ]
     if not free:
         return None
     _, _, _, user_id = min(free)
     conversation.assignee_id = user_id
     conversation.save(update_fields=["assignee"])
-    AuditEvent.objects.create(action="conversation.assigned", conversation=conversation, data={"to": user_id, "auto": True})
+    AuditEvent.objects.create(
+        action="conversation.assigned", conversation=conversation, data={"to": user_id, "auto": True}
+    )
     publish_on_commit(
         [agent_group(user_id), queue_group(conversation.queue_id), MANAGERS_GROUP],
         {"type": "conversation.assigned", "conversation": conversation.pk, "assignee": user_id},
@@ -116,7 +127,7 @@ def assign_waiting(*, queue_id: int, limit: int = 200) -> int:
     return assigned
 
 
-def agent_set_presence(*, user: AbstractBaseUser, presence: str) -> AgentProfile:
+def agent_set_presence(*, user: User, presence: str) -> AgentProfile:
     if presence not in AgentProfile.Presence.values:
         raise ValueError(f"presence must be one of {', '.join(AgentProfile.Presence.values)}")
     with transaction.atomic():
@@ -144,4 +155,3 @@ __all__ = [
     "language_detect",
     "queue_ensure_fallback",
 ]
-

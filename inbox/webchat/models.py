@@ -10,9 +10,7 @@ from django.db import models
 class Visitor(models.Model):
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # the identity handle
     account = models.ForeignKey("conversations.ChannelAccount", on_delete=models.CASCADE, related_name="visitors")
-    identity = models.OneToOneField(
-        "conversations.ContactIdentity", on_delete=models.CASCADE, related_name="visitor"
-    )
+    identity = models.OneToOneField("conversations.ContactIdentity", on_delete=models.CASCADE, related_name="visitor")
     token_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(auto_now=True)

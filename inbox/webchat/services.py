@@ -24,10 +24,10 @@ def visitor_create(*, account: ChannelAccount, name: str = "", email: str = "") 
     handle = str(uuidlib.uuid4())
     with transaction.atomic():
         contact = Contact.objects.create(name=name[:200], email=email[:254])
-        identity = ContactIdentity.objects.create(contact=contact, kind=account.kind, handle=handle, display_name=name[:200])
-        visitor = Visitor.objects.create(
-            uuid=handle, account=account, identity=identity, token_hash=token_hash(token)
+        identity = ContactIdentity.objects.create(
+            contact=contact, kind=account.kind, handle=handle, display_name=name[:200]
         )
+        visitor = Visitor.objects.create(uuid=handle, account=account, identity=identity, token_hash=token_hash(token))
     return visitor, token
 
 

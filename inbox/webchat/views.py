@@ -77,6 +77,12 @@ def messages(request: HttpRequest) -> JsonResponse:
     except BadRequest as exc:
         return error(str(exc), exc.status)
     created = visitor_post(
-        visitor=visitor, client_id=client_id, text=text, accept_language=request.headers.get("Accept-Language", "")
+        visitor=visitor,
+        client_id=client_id,
+        text=text,
+        accept_language=request.headers.get("Accept-Language", ""),
     )
-    return JsonResponse({"client_id": str(client_id), "accepted": True, "duplicate": not created}, status=202 if created else 200)
+    return JsonResponse(
+        {"client_id": str(client_id), "accepted": True, "duplicate": not created},
+        status=202 if created else 200,
+    )

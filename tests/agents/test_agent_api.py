@@ -12,7 +12,11 @@ from inbox.conversations.services import inbound_events_process, inbound_events_
 
 
 def spanish_conversation(demo) -> Conversation:  # type: ignore[no-untyped-def]
-    payload = {"visitor": "v-es", "client_id": "c1", "text": "Hola, no puedo retirar mis fondos desde ayer, ¿pueden ayudarme?"}
+    payload = {
+        "visitor": "v-es",
+        "client_id": "c1",
+        "text": "Hola, no puedo retirar mis fondos desde ayer, ¿pueden ayudarme?",
+    }
     ids = inbound_events_record(account=demo.webchat, events=[("v-es:c1", payload)])
     inbound_events_process(event_ids=ids)
     return Conversation.objects.get(identity__handle="v-es")
@@ -45,12 +49,16 @@ def test_every_role_against_every_conversation_endpoint(demo, who, list_sees, de
         assert (conversation.pk in ids) is list_sees
     assert client.get(f"/api/agent/conversations/{conversation.pk}").status_code == detail
     response = client.post(
-        f"/api/agent/conversations/{conversation.pk}/reply", json.dumps({"text": "¡Hola!"}), content_type="application/json"
+        f"/api/agent/conversations/{conversation.pk}/reply",
+        json.dumps({"text": "¡Hola!"}),
+        content_type="application/json",
     )
     assert response.status_code == reply
     for action, body in (("status", {"status": "pending"}), ("language", {"language": "en"})):
         response = client.post(
-            f"/api/agent/conversations/{conversation.pk}/{action}", json.dumps(body), content_type="application/json"
+            f"/api/agent/conversations/{conversation.pk}/{action}",
+            json.dumps(body),
+            content_type="application/json",
         )
         assert response.status_code in ((200,) if detail == 200 else (detail,))
         conversation.refresh_from_db()

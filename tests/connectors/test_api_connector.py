@@ -51,7 +51,9 @@ def test_send_signs_the_body_and_returns_the_provider_id() -> None:
         (404, {}, PermanentError, None),
     ],
 )
-def test_status_codes_map_to_connector_errors(status: int, headers: dict[str, str], error: type[Exception], retry_after: float | None) -> None:
+def test_status_codes_map_to_connector_errors(
+    status: int, headers: dict[str, str], error: type[Exception], retry_after: float | None
+) -> None:
     with CallbackServer() as server:
         server.then(status, headers)
         with pytest.raises(error) as excinfo:
@@ -77,4 +79,9 @@ def test_normalize_rejects_malformed_events_with_a_reason() -> None:
     with pytest.raises(PermanentError, match="'text'"):
         conn.normalize({"id": "1", "sender": {"id": "u"}, "text": 5})
     [msg] = conn.normalize({"id": "1", "sender": {"id": "u", "name": "Uma"}, "text": "hi", "language": "pt-BR"})
-    assert (msg.external_id, msg.sender.handle, msg.sender.display_name, msg.language_hints) == ("1", "u", "Uma", ("pt-BR",))
+    assert (msg.external_id, msg.sender.handle, msg.sender.display_name, msg.language_hints) == (
+        "1",
+        "u",
+        "Uma",
+        ("pt-BR",),
+    )

@@ -69,7 +69,11 @@ def test_routes_each_language_to_its_queue(demo, language: str) -> None:
 
 def test_unconfigured_or_unknown_language_goes_to_the_fallback_queue(demo) -> None:
     ids = [
-        post(demo.webchat, "v-nl", "Hallo, ik kan sinds gisteren geen geld meer opnemen van mijn rekening, help alstublieft."),
+        post(
+            demo.webchat,
+            "v-nl",
+            "Hallo, ik kan sinds gisteren geen geld meer opnemen van mijn rekening, help alstublieft.",
+        ),
         post(demo.webchat, "v-emoji", "👍👍 ??? 12345"),
     ]
     assert inbound_events_process(event_ids=ids).done == 2
@@ -121,7 +125,12 @@ def test_duplicate_events_are_stored_once(demo) -> None:
     first = post(demo.webchat, "v4", "hello there", client_id="11111111-1111-1111-1111-111111111111")
     again = inbound_events_record(
         account=demo.webchat,
-        events=[("v4:11111111-1111-1111-1111-111111111111", {"visitor": "v4", "client_id": "x", "text": "changed"})],
+        events=[
+            (
+                "v4:11111111-1111-1111-1111-111111111111",
+                {"visitor": "v4", "client_id": "x", "text": "changed"},
+            )
+        ],
     )
     assert again == []
     assert InboundEvent.objects.count() == 1

@@ -111,7 +111,10 @@ def test_same_raw_event_five_times_concurrently_yields_one_message(live_worker) 
     # And the same event handed to the worker five more times at once.
     for _ in range(5):
         app.send_task(PROCESS_INBOUND, args=[[event.pk]])
-    wait_for(lambda: InboundEvent.objects.filter(pk=event.pk, state=InboundEvent.State.DONE).exists(), what="ingest")
+    wait_for(
+        lambda: InboundEvent.objects.filter(pk=event.pk, state=InboundEvent.State.DONE).exists(),
+        what="ingest",
+    )
     wait_for(lambda: not _worker_busy(), timeout=10, what="the worker to drain")
     assert Message.objects.count() == 1
     assert Conversation.objects.count() == 1
@@ -133,7 +136,9 @@ def _api_channel(url: str) -> ChannelAccount:
 def _api_event(client: Client, account: ChannelAccount, body: dict[str, object]) -> int:
     raw = json.dumps(body).encode()
     response = client.post(
-        f"/api/channels/{account.public_id}/events", raw, content_type="application/json",
+        f"/api/channels/{account.public_id}/events",
+        raw,
+        content_type="application/json",
         **{f"HTTP_{SIGNATURE_HEADER.upper().replace('-', '_')}": sign("s3cret", raw)},
     )
     return response.status_code
@@ -149,7 +154,9 @@ def test_outbound_retries_after_a_transient_error_and_sends_once(live_worker) ->
         agent = Client()
         agent.force_login(demo.agent_es)
         reply = agent.post(
-            f"/api/agent/conversations/{conversation.pk}/reply", json.dumps({"text": "Hola"}), content_type="application/json"
+            f"/api/agent/conversations/{conversation.pk}/reply",
+            json.dumps({"text": "Hola"}),
+            content_type="application/json",
         )
         message_id = reply.json()["message"]["id"]
         delivery = wait_for(
@@ -175,7 +182,8 @@ def test_rate_limit_pauses_the_account_for_every_send(live_worker) -> None:
         ids = []
         for text in ("uno", "dos"):
             response = agent.post(
-                f"/api/agent/conversations/{conversation.pk}/reply", json.dumps({"text": text}),
+                f"/api/agent/conversations/{conversation.pk}/reply",
+                json.dumps({"text": text}),
                 content_type="application/json",
             )
             ids.append(response.json()["message"]["id"])
@@ -209,7 +217,9 @@ def test_permanent_error_fails_with_the_reason_and_no_retry(live_worker) -> None
         agent = Client()
         agent.force_login(demo.agent_es)
         message_id = agent.post(
-            f"/api/agent/conversations/{conversation.pk}/reply", json.dumps({"text": "Hola"}), content_type="application/json"
+            f"/api/agent/conversations/{conversation.pk}/reply",
+            json.dumps({"text": "Hola"}),
+            content_type="application/json",
         ).json()["message"]["id"]
         delivery = wait_for(
             lambda: OutboundDelivery.objects.filter(message_id=message_id, state=OutboundDelivery.State.FAILED).first(),
@@ -255,7 +265,9 @@ def test_sweeper_recovers_an_event_whose_broker_message_was_lost(live_worker) ->
     # Recorded with its processing task never sent (as if Redis lost it): on_commit is bypassed by writing
     # the row directly, due for the sweeper now.
     event = InboundEvent.objects.create(
-        account=demo.webchat, external_id="lost:1", next_attempt_at=timezone.now(),
+        account=demo.webchat,
+        external_id="lost:1",
+        next_attempt_at=timezone.now(),
         payload={"visitor": "lost", "client_id": "1", "text": SPANISH},
     )
     assert not Message.objects.exists()

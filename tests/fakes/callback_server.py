@@ -40,7 +40,7 @@ class CallbackServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 with outer._lock:
@@ -72,7 +72,14 @@ class CallbackServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}/callback"
 
-    def then(self, status: int, headers: dict[str, str] | None = None, *, delay: float = 0.0, body: bytes | None = None) -> CallbackServer:
+    def then(
+        self,
+        status: int,
+        headers: dict[str, str] | None = None,
+        *,
+        delay: float = 0.0,
+        body: bytes | None = None,
+    ) -> CallbackServer:
         self.script.append(Script(status, headers or {}, body, delay))
         return self
 

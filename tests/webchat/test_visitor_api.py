@@ -23,7 +23,11 @@ def start(client: Client, public_id: str, **body: str) -> str:
 def post(client: Client, token: str, body: object, **headers: str):  # type: ignore[no-untyped-def]
     data = body if isinstance(body, (str, bytes)) else json.dumps(body)
     return client.post(
-        "/api/webchat/v1/messages", data, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}", **headers
+        "/api/webchat/v1/messages",
+        data,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+        **headers,
     )
 
 
@@ -71,7 +75,9 @@ def test_wrong_content_type_is_415(demo) -> None:
     client = Client()
     token = start(client, demo.webchat.public_id)
     response = client.post(
-        "/api/webchat/v1/messages", "text=hi", content_type="application/x-www-form-urlencoded",
+        "/api/webchat/v1/messages",
+        "text=hi",
+        content_type="application/x-www-form-urlencoded",
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )
     assert response.status_code == 415

@@ -35,7 +35,7 @@ AGENTS = [
 
 
 class Command(BaseCommand):
-    help = "Seed a demo: queues, manager/admin/agents (password %s), a web chat channel." % DEMO_PASSWORD
+    help = f"Seed a demo: queues, manager/admin/agents (password {DEMO_PASSWORD}), a web chat channel."
 
     def handle(self, *args: Any, **options: Any) -> None:
         for language, name in QUEUES:
@@ -45,7 +45,10 @@ class Command(BaseCommand):
         agent_upsert(username="manager", password=DEMO_PASSWORD, role=AgentProfile.Role.MANAGER)
         for username, languages in AGENTS:
             agent_upsert(
-                username=username, password=DEMO_PASSWORD, languages=languages, presence=AgentProfile.Presence.ONLINE
+                username=username,
+                password=DEMO_PASSWORD,
+                languages=languages,
+                presence=AgentProfile.Presence.ONLINE,
             )
         webchat, _ = ChannelAccount.objects.get_or_create(kind="webchat", name="Demo website")
         self.stdout.write(f"demo ready; web chat key {webchat.public_id}")
