@@ -99,10 +99,9 @@ def _insert_events_returning_new(
             params += [account.pk, external_id, payload_field.get_db_prep_save(payload, connection), now, due]
         values = ", ".join(["(%s, %s, %s, 'pending', 0, '', %s, %s)"] * len(chunk))
         # Only the table name (from the model) and placeholders are interpolated; values go as parameters.
-        sql = (
-            f"INSERT INTO {table} (account_id, external_id, payload, state, attempts, error, received_at, "
-            f"next_attempt_at) VALUES {values} ON CONFLICT (account_id, external_id) DO NOTHING RETURNING id"
-        )
+        columns = "account_id, external_id, payload, state, attempts, error, received_at, next_attempt_at"
+        conflict = "ON CONFLICT (account_id, external_id) DO NOTHING RETURNING id"
+        sql = f"INSERT INTO {table} ({columns}) VALUES {values} {conflict}"  # noqa: S608
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             created += [row[0] for row in cursor.fetchall()]
