@@ -20,6 +20,7 @@ urlpatterns = [
     # Channel webhooks.
     path("api/channels/<str:public_id>/events", webhooks.api_channel_events, name="api-channel-events"),
     # Agents.
+    path("api/agent/session", agent_views.session, name="agent-session"),
     path("api/agent/conversations", agent_views.conversation_list, name="agent-conversations"),
     path(
         "api/agent/conversations/<int:conversation_id>",

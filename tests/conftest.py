@@ -125,6 +125,60 @@ def celery_worker(
         worker.stop()
 
 
+class WebProcess:
+    """The ASGI app under uvicorn (HTTP + websockets), as `make run` starts it, on a free loopback port."""
+
+    def __init__(self, log_path: Path) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log = log_path.open("w")
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "inbox.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=worker_env(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while "Uvicorn running" not in log_path.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def web_server(celery_worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebProcess]:
+    web = WebProcess(tmp_path_factory.mktemp("web") / "web.log")
+    try:
+        yield web
+    finally:
+        web.stop()
+
+
 @pytest.fixture
 def live_worker(celery_worker: WorkerProcess, transactional_db: None) -> WorkerProcess:
     """A test that hands work to the worker: its rows must be committed for the worker to see them."""

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, cast
 
+from django.contrib.auth import authenticate, login, logout
 from django.contrib.auth.models import User
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
 from inbox.agents.selectors import conversation_messages, conversations_visible_to
@@ -178,3 +180,32 @@ def presence(request: HttpRequest) -> JsonResponse:
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
     return JsonResponse({"presence": profile.presence})
+
+
+@ensure_csrf_cookie
+@require_http_methods(["GET", "POST", "DELETE"])
+def session(request: HttpRequest) -> JsonResponse:
+    """GET: who am I (and a CSRF cookie); POST {username, password}: sign in; DELETE: sign out.
+
+    Repeated wrong passwords are slowed by Django's password hasher only; login throttling comes with the
+    agent UI (issue 7).
+    """
+    if request.method == "GET":
+        user = request.user
+        return JsonResponse(
+            {"authenticated": user.is_authenticated, "username": user.get_username() if user.is_authenticated else None}
+        )
+    if request.method == "DELETE":
+        logout(request)
+        return JsonResponse({"authenticated": False})
+    try:
+        data = json_body(request)
+        username = field_str(data, "username", max_length=150)
+        password = field_str(data, "password", max_length=1000)
+    except BadRequest as exc:
+        return error(str(exc), exc.status)
+    user = authenticate(request, username=username, password=password)
+    if user is None or not hasattr(user, "agent_profile"):
+        return error("wrong username or password", 401)
+    login(request, user)
+    return JsonResponse({"authenticated": True, "username": user.get_username()})

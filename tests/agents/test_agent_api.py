@@ -109,3 +109,40 @@ def test_presence_validation(demo) -> None:
     assert ok.status_code == 200 and ok.json()["presence"] == "away"
     bad = client.post("/api/agent/presence", json.dumps({"presence": "asleep"}), content_type="application/json")
     assert bad.status_code == 400 and "presence must be one of" in bad.json()["error"]
+
+
+def test_sign_in_with_csrf_then_reply_then_sign_out(demo) -> None:
+    from tests.factories import PASSWORD
+
+    client = Client(enforce_csrf_checks=True)
+    assert client.get("/api/agent/session").json() == {"authenticated": False, "username": None}
+    csrf = client.cookies["csrftoken"].value
+    no_csrf = client.post(
+        "/api/agent/session", json.dumps({"username": "ana", "password": PASSWORD}), content_type="application/json"
+    )
+    assert no_csrf.status_code == 403
+    wrong = client.post(
+        "/api/agent/session",
+        json.dumps({"username": "ana", "password": "nope"}),
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=csrf,
+    )
+    assert wrong.status_code == 401 and wrong.json()["error"] == "wrong username or password"
+    ok = client.post(
+        "/api/agent/session",
+        json.dumps({"username": "ana", "password": PASSWORD}),
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=csrf,
+    )
+    assert ok.status_code == 200 and ok.json()["username"] == "ana"
+    csrf = client.cookies["csrftoken"].value  # rotated on login
+    conversation = spanish_conversation(demo)
+    reply = client.post(
+        f"/api/agent/conversations/{conversation.pk}/reply",
+        json.dumps({"text": "Hola"}),
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=csrf,
+    )
+    assert reply.status_code == 201
+    client.delete("/api/agent/session", HTTP_X_CSRFTOKEN=csrf)
+    assert client.get("/api/agent/conversations").status_code == 401

@@ -83,9 +83,7 @@ def test_confident_text_detection(text: str, expected: str) -> None:
     assert result.confidence >= 0.9
 
 
-@pytest.mark.parametrize(
-    "text", ["", "   \n\t ", "👍🙂🎉", "12345 678", "?!...", "https://example.com/x @bob"]
-)
+@pytest.mark.parametrize("text", ["", "   \n\t ", "👍🙂🎉", "12345 678", "?!...", "https://example.com/x @bob"])
 def test_no_text_evidence_goes_to_fallback(text: str) -> None:
     assert detect(text, languages=DEFAULT) == Detection(None, 0.0, "fallback")
 
@@ -152,9 +150,7 @@ def test_declared_hint_outside_configured_languages_is_ignored() -> None:
 
 
 def test_accept_language_header_as_hint() -> None:
-    result = detect(
-        "ok", Hints(declared=("fr-CH, fr;q=0.9, en;q=0.8, de;q=0.7, *;q=0.5",)), languages=DEFAULT
-    )
+    result = detect("ok", Hints(declared=("fr-CH, fr;q=0.9, en;q=0.8, de;q=0.7, *;q=0.5",)), languages=DEFAULT)
     assert result == Detection("fr", 0.4, "hint")
 
 

@@ -6,7 +6,7 @@ import sys
 from argparse import ArgumentParser, RawDescriptionHelpFormatter
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inbox.routing.langid import Detection, Hints, detect, parse_language_tags, warm_up
 
@@ -29,7 +29,7 @@ class Command(BaseCommand):
         "With --verbosity 2 a third column says why: text, text+hint, hint, conversation or fallback."
     )
 
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> ArgumentParser:
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         parser.formatter_class = RawDescriptionHelpFormatter
         return parser
