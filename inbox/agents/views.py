@@ -204,8 +204,8 @@ def session(request: HttpRequest) -> JsonResponse:
         password = field_str(data, "password", max_length=1000)
     except BadRequest as exc:
         return error(str(exc), exc.status)
-    user = authenticate(request, username=username, password=password)
-    if user is None or not hasattr(user, "agent_profile"):
+    signed_in = authenticate(request, username=username, password=password)
+    if signed_in is None or not hasattr(signed_in, "agent_profile"):
         return error("wrong username or password", 401)
-    login(request, user)
-    return JsonResponse({"authenticated": True, "username": user.get_username()})
+    login(request, signed_in)
+    return JsonResponse({"authenticated": True, "username": signed_in.get_username()})
