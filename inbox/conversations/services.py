@@ -19,7 +19,7 @@ from typing import Any
 import nh3
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -43,7 +43,7 @@ from inbox.conversations.models import (
     OutboundDelivery,
 )
 from inbox.conversations.realtime import MANAGERS_GROUP, agent_group, publish_on_commit, queue_group
-from inbox.routing.services import conversation_auto_assign, conversation_route, language_detect
+from inbox.routing.services import conversation_route, language_detect, queue_assign
 from inbox.taskqueue import ASSIGN_WAITING, PROCESS_INBOUND, SEND_DELIVERY, enqueue, enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -144,47 +144,85 @@ def _claim(event_ids: Sequence[int]) -> list[int]:
 
 
 def inbound_events_process(*, event_ids: Sequence[int]) -> ProcessReport:
-    """Normalise, ingest and route a batch of events. One event's failure never affects the others."""
+    """Normalise, ingest and route a batch of events. One event's failure never affects the others.
+
+    Locks are always taken in one order, so concurrent batches cannot deadlock: the batch is normalised first
+    (pure, no locks) and ingested sorted by (account, sender, thread); assignment runs after the commit in its
+    own short transactions per queue, which lock agents before conversations (routing.services.queue_assign).
+    """
     report = ProcessReport()
     claimed = _claim(event_ids)
     report.skipped = len(set(event_ids)) - len(claimed)
     if not claimed:
         return report
-    events = InboundEvent.objects.select_related("account").filter(pk__in=claimed).order_by("id")
-    max_attempts = settings.SWITCHBOARD_MAX_ATTEMPTS
+    events = list(InboundEvent.objects.select_related("account").filter(pk__in=claimed).order_by("id"))
+    work: list[tuple[InboundEvent, list[InboundMessage]]] = []
+    for event in events:
+        try:
+            work.append((event, connector_for(event.account).normalize(event.payload)))
+        except Exception as exc:
+            _event_failed(event, exc, report)
+
+    def lock_order(item: tuple[InboundEvent, list[InboundMessage]]) -> tuple[int, str, str, int]:
+        event, inbounds = item
+        first = inbounds[0] if inbounds else None
+        return (event.account_id, first.sender.handle if first else "", first.thread_key if first else "", event.pk)
+
+    work.sort(key=lock_order)
+    to_assign: dict[int, set[int]] = {}
     with transaction.atomic():
-        for event in events:
-            now = timezone.now()
+        for event, inbounds in work:
             try:
                 with transaction.atomic():
-                    inbounds = connector_for(event.account).normalize(event.payload)
                     for inbound in inbounds:
                         message = message_ingest(account=event.account, inbound=inbound, event=event)
-                        if message is not None:
-                            report.messages.append(message.pk)
-            except PermanentError as exc:
-                # Quarantine: the raw payload stays, with the reason, for an admin to look at.
-                event.state, event.error = InboundEvent.State.FAILED, f"malformed event: {exc}"
-                report.failed += 1
-                logger.warning("event %s quarantined: %s", event.pk, exc)
+                        if message is None:
+                            continue
+                        report.messages.append(message.pk)
+                        conversation = message.conversation
+                        if conversation.assignee_id is None and conversation.queue_id is not None:
+                            to_assign.setdefault(conversation.queue_id, set()).add(conversation.pk)
             except Exception as exc:
-                error = f"{exc.__class__.__name__}: {exc}"
-                if event.attempts >= max_attempts:
-                    event.state = InboundEvent.State.FAILED
-                    event.error = f"gave up after {event.attempts} attempts; last error: {error}"
-                    report.failed += 1
-                else:
-                    event.error = error
-                    event.next_attempt_at = now + timedelta(seconds=backoff_seconds(event.attempts))
-                    report.retry += 1
-                logger.exception("event %s failed (attempt %s)", event.pk, event.attempts)
+                _event_failed(event, exc, report)
             else:
-                event.state, event.error = InboundEvent.State.DONE, ""
-                event.processed_at = now
+                event.state, event.error, event.processed_at = InboundEvent.State.DONE, "", timezone.now()
                 report.done += 1
+        for event in events:
             event.claimed_at = None
-            event.save(update_fields=["state", "error", "claimed_at", "next_attempt_at", "processed_at"])
+        InboundEvent.objects.bulk_update(
+            events, ["state", "error", "claimed_at", "next_attempt_at", "processed_at"], batch_size=500
+        )
+    for queue_id, conversation_ids in sorted(to_assign.items()):
+        queue_assign(queue_id=queue_id, conversation_ids=conversation_ids)
+    for event in events:
+        if event.state == InboundEvent.State.PENDING and event.next_attempt_at is not None:
+            delay = (event.next_attempt_at - timezone.now()).total_seconds()
+            if delay <= 30:  # longer waits are the sweeper's (next_attempt_at)
+                enqueue(PROCESS_INBOUND, [event.pk], countdown=max(0.0, delay))
     return report
+
+
+def _event_failed(event: InboundEvent, exc: Exception, report: ProcessReport) -> None:
+    """Record why an event failed: quarantine when it can never succeed, else back off in the database."""
+    if isinstance(exc, PermanentError):
+        # Quarantine: the raw payload stays, with the reason, for an admin to look at (and "process again").
+        event.state, event.error = InboundEvent.State.FAILED, f"malformed event: {exc}"
+        report.failed += 1
+        logger.warning("event %s quarantined: %s", event.pk, exc)
+        return
+    error = f"{exc.__class__.__name__}: {exc}"
+    if event.attempts >= settings.SWITCHBOARD_MAX_ATTEMPTS:
+        event.state = InboundEvent.State.FAILED
+        event.error = f"gave up after {event.attempts} attempts; last error: {error}"
+        report.failed += 1
+        logger.error("event %s dead-lettered: %s", event.pk, error)
+        return
+    # A lock conflict (deadlock, serialization) is worth an immediate retry; anything else backs off.
+    delay = 1.0 if isinstance(exc, OperationalError) else backoff_seconds(event.attempts)
+    event.error = error
+    event.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    report.retry += 1
+    logger.warning("event %s failed (attempt %s), retrying in %.0f s: %s", event.pk, event.attempts, delay, error)
 
 
 def _identity_get_or_create(*, kind: str, inbound: InboundMessage) -> ContactIdentity:
@@ -291,7 +329,6 @@ def message_ingest(
             conversation=conversation,
             language=language if switch or not conversation.language else conversation.language,
         )
-    conversation_auto_assign(conversation=conversation)
 
     groups = [MANAGERS_GROUP]
     if conversation.queue_id:
@@ -556,7 +593,6 @@ def conversation_set_language(*, conversation: Conversation, language: str, acto
     with transaction.atomic():
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
         conversation_route(conversation=locked, language=language, actor=actor, reason="corrected by agent")
-        conversation_auto_assign(conversation=locked)
         publish_on_commit(
             [MANAGERS_GROUP, *([queue_group(locked.queue_id)] if locked.queue_id else [])],
             {
@@ -566,6 +602,9 @@ def conversation_set_language(*, conversation: Conversation, language: str, acto
                 "queue": locked.queue_id,
             },
         )
+    if locked.assignee_id is None and locked.queue_id is not None:
+        queue_assign(queue_id=locked.queue_id, conversation_ids=[locked.pk])
+        locked.refresh_from_db(fields=["assignee"])
     return locked
 
 

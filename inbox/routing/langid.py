@@ -30,6 +30,7 @@ from typing import Any
 FT_MIN_CHARS = 20  # below this fastText alone is never trusted (its word-pair accuracy is 84%)
 FT_ACCEPT = 0.80  # fastText probability of a configured language that answers without lingua (98.9%+ right)
 FT_REJECT_BELOW = 0.20  # fastText's best configured language below this + an unconfigured top-1 -> "not ours"
+FT_REJECT_MIN_CHARS = 30  # "not one of ours" needs this many characters (word pairs lost 0.25 pt at 20)
 FT_THRESHOLD = 0.01  # fastText labels below this probability are not returned (prunes its search: faster)
 FT_WEIGHT = 0.15  # exponent of fastText's probability in the combined score
 FT_FLOOR = 0.01  # fastText probability assumed for a configured language it did not return
@@ -66,21 +67,34 @@ _FT_ALIASES = {"arz": "ar", "wuu": "zh", "no": "nb", "azb": "az"}
 # reads one reads the other, so any Norwegian answer goes to whichever of them is configured, in this order.
 _NORWEGIAN = ("nb", "no", "nn")
 
-# Close relatives that fastText lite confuses (Norwegian is read as Danish 94% sure). When its top answer is
-# an unconfigured relative of a configured language, lingua decides instead of "not one of ours".
-_RELATIVES = (
-    frozenset({"da", "no", "nb", "nn", "sv"}),
-    frozenset({"es", "gl", "ca", "ast", "pt", "an"}),
-    frozenset({"ru", "uk", "be", "bg", "mk", "sr", "rue"}),
-    frozenset({"hr", "bs", "sr", "sh", "sl"}),
-    frozenset({"cs", "sk"}),
-    frozenset({"id", "ms", "jv", "su", "min"}),
-    frozenset({"zh", "wuu", "yue", "ja"}),
-    frozenset({"fa", "tg", "ur", "hi", "ar", "arz", "azb", "ckb", "pnb", "ps"}),
-    frozenset({"de", "nl", "lb", "als", "bar", "nds", "af", "fy"}),
-    frozenset({"fr", "oc", "wa", "co", "it", "nap", "scn", "vec", "lmo", "pms", "eml"}),
-    frozenset({"tr", "az", "azb", "tk"}),
-)
+# Configured language -> unconfigured fastText labels it is read as: fastText lite calls Norwegian Danish,
+# Bosnian Croatian or Serbo-Croatian, Malay Indonesian, Catalan Spanish (each >= 2% of long texts in
+# ../shared/data/langid, with the configured language below FT_REJECT_BELOW). For these labels lingua decides
+# instead of "not one of ours". One way only: Bulgarian read as Russian still falls back when ru is configured.
+_FT_CONFUSIONS = {
+    "af": ("nl",),
+    "az": ("tr",),
+    "be": ("uk", "ru"),
+    "bg": ("ru", "mk"),
+    "bs": ("hr", "sh", "sr", "sl"),
+    "ca": ("es",),
+    "cs": ("pl", "sk"),
+    "da": ("no", "sv"),
+    "es": ("gl", "ca", "pt"),
+    "et": ("fi",),
+    "hr": ("sl", "sr", "sh", "bs"),
+    "id": ("ms",),
+    "mn": ("ru",),
+    "ms": ("id",),
+    "nb": ("da", "sv", "nn"),
+    "nn": ("no", "da", "sv"),
+    "no": ("da", "sv", "nn"),
+    "pt": ("es", "gl"),
+    "sk": ("cs", "pl"),
+    "sl": ("hr", "pl"),
+    "sr": ("ru", "hr", "sh", "bs"),
+    "sv": ("da", "no", "de"),
+}
 
 _TAG_RE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{1,8})*$")
 # URLs, e-mail addresses and @mentions carry no language and fool n-gram models.
@@ -281,10 +295,10 @@ class _Detector:
             if lang is not None:
                 self._ft_labels["__label__" + label] = lang
         # "Not one of ours" needs fastText to know every configured language (it lacks e.g. zu, xh, sn) and
-        # is not trusted for close relatives of a configured language.
+        # is not trusted for the labels it gives to a configured language's texts (_FT_CONFUSIONS).
         self._ft_knows_all = all(lang in set(self._ft_labels.values()) for lang in self.languages)
         self._ft_relatives = frozenset(
-            "__label__" + label for group in _RELATIVES if group & self.languages for label in group
+            "__label__" + label for lang in self.languages for label in _FT_CONFUSIONS.get(lang, ())
         )
         iso_codes: dict[Any, str] = {}
         for lang in self.languages:
@@ -322,7 +336,8 @@ class _Detector:
             if best is not None and ft[best] >= FT_ACCEPT:
                 return _Evidence(((best, min(ft[best], 1.0)),), confident=True)
             if (
-                self._ft_knows_all
+                len(text) >= FT_REJECT_MIN_CHARS
+                and self._ft_knows_all
                 and labels
                 and labels[0] not in self._ft_labels
                 and labels[0] not in self._ft_relatives

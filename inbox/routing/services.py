@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -17,6 +19,8 @@ from inbox.routing.selectors import configured_languages, queue_for_language
 from inbox.taskqueue import ASSIGN_WAITING, enqueue_on_commit
 
 logger = logging.getLogger(__name__)
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def language_detect(*, text: str, declared: tuple[str, ...] = (), conversation_language: str = "") -> langid.Detection:
@@ -62,69 +66,66 @@ def conversation_route(
     return changed_queue
 
 
-def conversation_auto_assign(*, conversation: Conversation) -> int | None:
-    """Give an unassigned, unresolved conversation to the least-loaded online agent of its queue with room.
+def queue_assign(*, queue_id: int, conversation_ids: Iterable[int] | None = None, limit: int = 200) -> list[int]:
+    """Hand unassigned open conversations of a queue to its online agents with room; returns the ids assigned.
 
-    The candidates' profile rows are locked (in id order, so two workers never deadlock) before loads are
-    counted, so two concurrent assignments cannot both take an agent's last free slot.
+    ``conversation_ids`` narrows it to those conversations (just ingested); None means the queue's waiting line,
+    highest priority then longest waiting first. Runs in its own short transaction and always locks the
+    queue's agent rows first (in id order), then the conversations (SKIP LOCKED: one that an ingest batch holds
+    is assigned by that batch's own pass after it commits). One lock order everywhere means two workers can
+    never deadlock here, and counting loads under the agent locks means no agent is given more than capacity.
     """
-    if conversation.assignee_id or conversation.queue_id is None or conversation.status == Conversation.Status.RESOLVED:
-        return None
-    candidates = list(
-        AgentProfile.objects.select_for_update()
-        .filter(queues=conversation.queue_id, presence=AgentProfile.Presence.ONLINE, user__is_active=True)
-        .order_by("id")
-        .values_list("id", "user_id", "capacity", "presence_changed_at")
-    )
-    if not candidates:
-        return None
-    loads = dict(
-        Conversation.objects.filter(
-            assignee_id__in=[c[1] for c in candidates],
-            status__in=[Conversation.Status.OPEN, Conversation.Status.PENDING],
+    with transaction.atomic():
+        agents = list(
+            AgentProfile.objects.select_for_update()
+            .filter(queues=queue_id, presence=AgentProfile.Presence.ONLINE, user__is_active=True)
+            .order_by("id")
+            .values_list("user_id", "capacity", "presence_changed_at")
         )
-        .values_list("assignee_id")
-        .annotate(n=Count("id"))
-        .values_list("assignee_id", "n")
-    )
-    epoch = timezone.now().replace(year=2000)
-    free = [
-        (loads.get(user_id, 0), changed or epoch, pid, user_id)
-        for pid, user_id, cap, changed in candidates
-        if loads.get(user_id, 0) < cap
-    ]
-    if not free:
-        return None
-    _, _, _, user_id = min(free)
-    conversation.assignee_id = user_id
-    conversation.save(update_fields=["assignee"])
-    AuditEvent.objects.create(
-        action="conversation.assigned", conversation=conversation, data={"to": user_id, "auto": True}
-    )
-    publish_on_commit(
-        [agent_group(user_id), queue_group(conversation.queue_id), MANAGERS_GROUP],
-        {"type": "conversation.assigned", "conversation": conversation.pk, "assignee": user_id},
-    )
-    return user_id
+        if not agents:
+            return []
+        loads = dict(
+            Conversation.objects.filter(
+                assignee_id__in=[a[0] for a in agents],
+                status__in=[Conversation.Status.OPEN, Conversation.Status.PENDING],
+            )
+            .values_list("assignee_id")
+            .annotate(n=Count("id"))
+            .values_list("assignee_id", "n")
+        )
+        room = {user_id: capacity - loads.get(user_id, 0) for user_id, capacity, _ in agents}
+        if max(room.values()) <= 0:
+            return []
+        since = {user_id: changed or _EPOCH for user_id, _, changed in agents}
+        waiting = Conversation.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+            queue_id=queue_id, assignee__isnull=True, status=Conversation.Status.OPEN
+        )
+        if conversation_ids is not None:
+            waiting = waiting.filter(pk__in=list(conversation_ids))
+        assigned: list[int] = []
+        for conversation in waiting.order_by("-priority", "waiting_since", "id")[:limit]:
+            free = [(-room[u], since[u], u) for u in room if room[u] > 0]
+            if not free:
+                break
+            # The least-loaded agent (most room left), ties to whoever has been online longest.
+            user_id = min(free)[2]
+            room[user_id] -= 1
+            conversation.assignee_id = user_id
+            conversation.save(update_fields=["assignee"])
+            AuditEvent.objects.create(
+                action="conversation.assigned", conversation=conversation, data={"to": user_id, "auto": True}
+            )
+            publish_on_commit(
+                [agent_group(user_id), queue_group(queue_id), MANAGERS_GROUP],
+                {"type": "conversation.assigned", "conversation": conversation.pk, "assignee": user_id},
+            )
+            assigned.append(conversation.pk)
+    return assigned
 
 
 def assign_waiting(*, queue_id: int, limit: int = 200) -> int:
-    """Hand waiting conversations of a queue to agents with room, highest priority then oldest first."""
-    assigned = 0
-    waiting_ids = list(
-        Conversation.objects.filter(queue_id=queue_id, assignee__isnull=True, status=Conversation.Status.OPEN)
-        .order_by("-priority", "waiting_since", "id")
-        .values_list("id", flat=True)[:limit]
-    )
-    for conversation_id in waiting_ids:
-        with transaction.atomic():
-            conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
-            if conversation is None or conversation.assignee_id or conversation.status != Conversation.Status.OPEN:
-                continue
-            if conversation_auto_assign(conversation=conversation) is None:
-                break  # nobody has room left in this queue
-            assigned += 1
-    return assigned
+    """Give a queue's waiting line to agents who have room (an agent came online, a conversation closed)."""
+    return len(queue_assign(queue_id=queue_id, limit=limit))
 
 
 def agent_set_presence(*, user: User, presence: str) -> AgentProfile:
@@ -150,8 +151,8 @@ def queue_ensure_fallback() -> AgentQueue:
 __all__ = [
     "agent_set_presence",
     "assign_waiting",
-    "conversation_auto_assign",
     "conversation_route",
     "language_detect",
+    "queue_assign",
     "queue_ensure_fallback",
 ]

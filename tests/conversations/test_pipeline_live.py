@@ -54,8 +54,8 @@ def test_visitor_in_spanish_reaches_the_spanish_agent_and_reads_the_reply(live_w
     assert _visitor_post(visitor, token, SPANISH) == 202
 
     conversation = wait_for(
-        lambda: Conversation.objects.filter(messages__text=SPANISH).select_related("queue").first(),
-        what="the worker to ingest the visitor's message",
+        lambda: Conversation.objects.filter(messages__text=SPANISH, assignee__isnull=False).first(),
+        what="the worker to ingest, route and assign the visitor's message",
     )
     assert conversation.language == "es"
     assert conversation.queue_id == demo.queues["es"].pk
