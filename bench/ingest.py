@@ -153,16 +153,17 @@ def start_workers(count: int, concurrency: int) -> list[subprocess.Popen[bytes]]
 
 def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
     for proc in procs:
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def run_once(n_events: int, texts: dict[str, list[str]], workers: int, concurrency: int, seed: int) -> dict[str, float]:
     from django.conf import settings
-
-    from inbox.conversations.models import InboundEvent, Message
-    from inbox.conversations.services import inbound_events_record
 
     account = reset_and_seed()
     rng = random.Random(seed)
@@ -173,6 +174,16 @@ def run_once(n_events: int, texts: dict[str, list[str]], workers: int, concurren
         lang = rng.choice(LANGUAGES)
         events.append((f"{visitor}:{n}", {"visitor": visitor, "client_id": str(n), "text": rng.choice(texts[lang])}))
     procs = start_workers(workers, concurrency)
+    try:
+        return _measure(n_events, events, account, procs, settings.SWITCHBOARD_INGEST_BATCH)
+    finally:
+        stop_workers(procs)  # always: a stray worker would consume the next run's queue with stale code
+
+
+def _measure(n_events: int, events: list, account: object, procs: list, per_task: int) -> dict[str, float]:  # type: ignore[type-arg]
+    from inbox.conversations.models import InboundEvent, Message
+    from inbox.conversations.services import inbound_events_record
+
     pids = [p for proc in procs for p in process_tree(proc.pid)]
     cpu_before = cpu_seconds(pids)
     started = time.perf_counter()
@@ -194,7 +205,6 @@ def run_once(n_events: int, texts: dict[str, list[str]], workers: int, concurren
     elapsed = time.perf_counter() - started
     pids = [p for proc in procs for p in process_tree(proc.pid)]
     cpu = cpu_seconds(pids) - cpu_before
-    stop_workers(procs)
     failed = InboundEvent.objects.filter(state=InboundEvent.State.FAILED).count()
     messages = Message.objects.count()
     if failed or messages != n_events:
@@ -204,7 +214,7 @@ def run_once(n_events: int, texts: dict[str, list[str]], workers: int, concurren
         "rate": n_events / elapsed,
         "record_rate": n_events / recorded,
         "cpu_per_msg_us": cpu / n_events * 1e6,
-        "per_task": float(settings.SWITCHBOARD_INGEST_BATCH),
+        "per_task": float(per_task),
     }
 
 
@@ -215,6 +225,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop our workers
     texts = load_texts()
     ensure_database()
     import django

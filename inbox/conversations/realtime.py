@@ -6,8 +6,11 @@ A failed publish is logged and dropped: sockets are a convenience, the REST endp
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -32,18 +35,56 @@ def visitor_group(handle: str) -> str:
 MANAGERS_GROUP = "managers"
 
 
+Outgoing = list[tuple[list[str], dict[str, Any]]]
+_collector: contextvars.ContextVar[Outgoing | None] = contextvars.ContextVar("realtime_collector", default=None)
+
+
 def publish(groups: Iterable[str], event: Mapping[str, Any]) -> None:
+    publish_many([(list(groups), dict(event))])
+
+
+def publish_many(items: Outgoing) -> None:
+    """Send many events in one crossing into the event loop (one per message would dominate ingest time)."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not items:
         return
-    message = {"type": "inbox.event", "event": dict(event)}
-    for group in set(groups):
-        try:
-            async_to_sync(layer.group_send)(group, message)
-        except Exception:
-            logger.warning("live event to %s not delivered", group, exc_info=True)
+
+    async def send_all() -> None:
+        sends = [
+            layer.group_send(group, {"type": "inbox.event", "event": event})
+            for groups, event in items
+            for group in dict.fromkeys(groups)
+        ]
+        for result in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.warning("a live event was not delivered: %s", result)
+
+    try:
+        async_to_sync(send_all)()
+    except Exception:
+        logger.warning("live events not delivered", exc_info=True)
 
 
 def publish_on_commit(groups: Iterable[str], event: Mapping[str, Any]) -> None:
-    groups = list(groups)
-    transaction.on_commit(lambda: publish(groups, event))
+    item = (list(groups), dict(event))
+    collected = _collector.get()
+    if collected is not None:
+        collected.append(item)
+    else:
+        transaction.on_commit(lambda: publish_many([item]))
+
+
+@contextmanager
+def collect_on_commit() -> Iterator[None]:
+    """Within the block, live events are gathered and sent together after the surrounding commit.
+
+    Use inside a transaction: if it rolls back, Django drops the hook and nothing is sent.
+    """
+    items: Outgoing = []
+    token = _collector.set(items)
+    try:
+        yield
+    finally:
+        _collector.reset(token)
+    if items:
+        transaction.on_commit(lambda: publish_many(items))

@@ -20,7 +20,7 @@ import nh3
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
 from connectors.base import (
@@ -42,7 +42,13 @@ from inbox.conversations.models import (
     Message,
     OutboundDelivery,
 )
-from inbox.conversations.realtime import MANAGERS_GROUP, agent_group, publish_on_commit, queue_group
+from inbox.conversations.realtime import (
+    MANAGERS_GROUP,
+    agent_group,
+    collect_on_commit,
+    publish_on_commit,
+    queue_group,
+)
 from inbox.routing.services import conversation_route, language_detect, queue_assign
 from inbox.taskqueue import ASSIGN_WAITING, PROCESS_INBOUND, SEND_DELIVERY, enqueue, enqueue_on_commit
 
@@ -146,9 +152,11 @@ def _claim(event_ids: Sequence[int]) -> list[int]:
 def inbound_events_process(*, event_ids: Sequence[int]) -> ProcessReport:
     """Normalise, ingest and route a batch of events. One event's failure never affects the others.
 
-    Locks are always taken in one order, so concurrent batches cannot deadlock: the batch is normalised first
-    (pure, no locks) and ingested sorted by (account, sender, thread); assignment runs after the commit in its
-    own short transactions per queue, which lock agents before conversations (routing.services.queue_assign).
+    The batch is ingested optimistically in one transaction (one commit for up to SWITCHBOARD_INGEST_BATCH
+    messages); if anything in it fails, it is rolled back and redone one event per transaction, so only the
+    culprit is marked. Locks are always taken in one order, so concurrent batches cannot deadlock: the batch is
+    normalised first (pure, no locks) and ingested sorted by (account, sender, thread); assignment runs after
+    the commit in its own short transactions per queue, which lock agents before conversations.
     """
     report = ProcessReport()
     claimed = _claim(event_ids)
@@ -170,28 +178,45 @@ def inbound_events_process(*, event_ids: Sequence[int]) -> ProcessReport:
 
     work.sort(key=lock_order)
     to_assign: dict[int, set[int]] = {}
-    with transaction.atomic():
+    fields = ["state", "error", "claimed_at", "next_attempt_at", "processed_at"]
+    try:
+        with transaction.atomic(), collect_on_commit():
+            messages: list[Message] = []
+            for event, inbounds in work:
+                messages += _ingest(event, inbounds)
+            for event, _ in work:
+                _event_done(event)
+            for event in events:
+                event.claimed_at = None
+            InboundEvent.objects.bulk_update(events, fields, batch_size=500)
+    except Exception:
+        logger.info("batch of %s events failed as a whole; processing them one by one", len(work), exc_info=True)
+        messages = []
         for event, inbounds in work:
+            event.state, event.error, event.processed_at = InboundEvent.State.PENDING, "", None
             try:
-                with transaction.atomic():
-                    for inbound in inbounds:
-                        message = message_ingest(account=event.account, inbound=inbound, event=event)
-                        if message is None:
-                            continue
-                        report.messages.append(message.pk)
-                        conversation = message.conversation
-                        if conversation.assignee_id is None and conversation.queue_id is not None:
-                            to_assign.setdefault(conversation.queue_id, set()).add(conversation.pk)
+                with transaction.atomic(), collect_on_commit():
+                    messages += _ingest(event, inbounds)
+                    _event_done(event)
+                    event.claimed_at = None
+                    event.save(update_fields=fields)
             except Exception as exc:
                 _event_failed(event, exc, report)
-            else:
-                event.state, event.error, event.processed_at = InboundEvent.State.DONE, "", timezone.now()
-                report.done += 1
+                event.claimed_at = None
+                event.save(update_fields=fields)
+        in_work = {event.pk for event, _ in work}
         for event in events:
-            event.claimed_at = None
-        InboundEvent.objects.bulk_update(
-            events, ["state", "error", "claimed_at", "next_attempt_at", "processed_at"], batch_size=500
-        )
+            if event.pk not in in_work:  # failed normalisation: its state was set above
+                event.claimed_at = None
+                event.save(update_fields=fields)
+    report.done = sum(1 for e in events if e.state == InboundEvent.State.DONE)
+    report.failed = sum(1 for e in events if e.state == InboundEvent.State.FAILED)
+    report.retry = sum(1 for e in events if e.state == InboundEvent.State.PENDING)
+    for message in messages:
+        report.messages.append(message.pk)
+        conversation = message.conversation
+        if conversation.assignee_id is None and conversation.queue_id is not None:
+            to_assign.setdefault(conversation.queue_id, set()).add(conversation.pk)
     for queue_id, conversation_ids in sorted(to_assign.items()):
         queue_assign(queue_id=queue_id, conversation_ids=conversation_ids)
     for event in events:
@@ -200,6 +225,19 @@ def inbound_events_process(*, event_ids: Sequence[int]) -> ProcessReport:
             if delay <= 30:  # longer waits are the sweeper's (next_attempt_at)
                 enqueue(PROCESS_INBOUND, [event.pk], countdown=max(0.0, delay))
     return report
+
+
+def _ingest(event: InboundEvent, inbounds: list[InboundMessage]) -> list[Message]:
+    stored = []
+    for inbound in inbounds:
+        message = message_ingest(account=event.account, inbound=inbound, event=event)
+        if message is not None:
+            stored.append(message)
+    return stored
+
+
+def _event_done(event: InboundEvent) -> None:
+    event.state, event.error, event.processed_at = InboundEvent.State.DONE, "", timezone.now()
 
 
 def _event_failed(event: InboundEvent, exc: Exception, report: ProcessReport) -> None:
@@ -233,25 +271,36 @@ def _identity_get_or_create(*, kind: str, inbound: InboundMessage) -> ContactIde
         with transaction.atomic():
             contact = Contact.objects.create(name=inbound.sender.display_name[:200], email=inbound.sender.email[:254])
             return ContactIdentity.objects.create(
-                contact=contact,
-                kind=kind,
-                handle=inbound.sender.handle,
-                display_name=inbound.sender.display_name[:200],
+                contact=contact, kind=kind, handle=inbound.sender.handle, display_name=inbound.sender.display_name[:200]
             )
     except IntegrityError:
         # Another worker created it first (the first message of a new contact arriving twice at once).
         return ContactIdentity.objects.select_related("contact").get(kind=kind, handle=inbound.sender.handle)
 
 
-def _conversation_for(
-    *, account: ChannelAccount, identity: ContactIdentity, inbound: InboundMessage
-) -> tuple[Conversation, bool]:
-    """The unresolved conversation of this identity's thread, locked; a new one when there is none."""
-    lookup = {"account": account, "identity": identity, "thread_key": inbound.thread_key}
-    unresolved = Conversation.objects.select_for_update().filter(status__in=Conversation.UNRESOLVED, **lookup)
-    conversation = unresolved.first()
+def _conversation_for(*, account: ChannelAccount, inbound: InboundMessage) -> tuple[Conversation, bool]:
+    """The unresolved conversation of this sender's thread, locked; a new one when there is none.
+
+    The common case (a known sender writing again) is one query: conversation and identity together.
+    """
+    # The identity is resolved in a scalar subquery so the conversation side always uses the
+    # (account, identity, thread_key) index, whatever the planner's statistics say about a join.
+    identity_id = ContactIdentity.objects.filter(kind=account.kind, handle=inbound.sender.handle).values("id")[:1]
+    conversation = (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("identity")
+        .filter(
+            account=account,
+            identity_id=Subquery(identity_id),
+            thread_key=inbound.thread_key,
+            status__in=Conversation.UNRESOLVED,
+        )
+        .first()
+    )
     if conversation is not None:
         return conversation, False
+    identity = _identity_get_or_create(kind=account.kind, inbound=inbound)
+    lookup = {"account": account, "identity": identity, "thread_key": inbound.thread_key}
     try:
         with transaction.atomic():
             conversation = Conversation.objects.create(
@@ -259,7 +308,7 @@ def _conversation_for(
             )
             return conversation, True
     except IntegrityError:
-        return unresolved.get(), False
+        return Conversation.objects.select_for_update().get(status__in=Conversation.UNRESOLVED, **lookup), False
 
 
 def message_ingest(
@@ -276,28 +325,26 @@ def message_ingest(
         ).exists()
     ):
         return None
-    identity = _identity_get_or_create(kind=account.kind, inbound=inbound)
-    conversation, created = _conversation_for(account=account, identity=identity, inbound=inbound)
+    conversation, created = _conversation_for(account=account, inbound=inbound)
+    identity = conversation.identity
     detection = language_detect(
         text=inbound.text, declared=inbound.language_hints, conversation_language=conversation.language
     )
-    try:
-        with transaction.atomic():
-            message = Message.objects.create(
-                account=account,
-                conversation=conversation,
-                direction=Message.Direction.INBOUND,
-                sender_identity=identity,
-                text=inbound.text,
-                html=nh3.clean(inbound.html) if inbound.html else "",
-                language=detection.language or "",
-                language_confidence=detection.confidence,
-                external_id=inbound.external_id,
-                inbound_event=event,
-                sent_at=inbound.sent_at,
-            )
-    except IntegrityError:
-        return None
+    # No savepoint here: the existence check above and the event's claim make a conflict all but impossible;
+    # if one still happens the IntegrityError fails this event, whose retry then finds the message stored.
+    message = Message.objects.create(
+        account=account,
+        conversation=conversation,
+        direction=Message.Direction.INBOUND,
+        sender_identity=identity,
+        text=inbound.text,
+        html=nh3.clean(inbound.html) if inbound.html else "",
+        language=detection.language or "",
+        language_confidence=detection.confidence,
+        external_id=inbound.external_id,
+        inbound_event=event,
+        sent_at=inbound.sent_at,
+    )
 
     now = timezone.now()
     conversation.last_message_at = now

@@ -12,7 +12,13 @@ from django.db.models import Count
 from django.utils import timezone
 
 from inbox.conversations.models import AuditEvent, Conversation
-from inbox.conversations.realtime import MANAGERS_GROUP, agent_group, publish_on_commit, queue_group
+from inbox.conversations.realtime import (
+    MANAGERS_GROUP,
+    agent_group,
+    collect_on_commit,
+    publish_on_commit,
+    queue_group,
+)
 from inbox.routing import langid
 from inbox.routing.models import AgentProfile, AgentQueue
 from inbox.routing.selectors import configured_languages, queue_for_language
@@ -75,9 +81,9 @@ def queue_assign(*, queue_id: int, conversation_ids: Iterable[int] | None = None
     is assigned by that batch's own pass after it commits). One lock order everywhere means two workers can
     never deadlock here, and counting loads under the agent locks means no agent is given more than capacity.
     """
-    with transaction.atomic():
+    with transaction.atomic(), collect_on_commit():
         agents = list(
-            AgentProfile.objects.select_for_update()
+            AgentProfile.objects.select_for_update(of=("self",))
             .filter(queues=queue_id, presence=AgentProfile.Presence.ONLINE, user__is_active=True)
             .order_by("id")
             .values_list("user_id", "capacity", "presence_changed_at")
