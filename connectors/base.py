@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 
 # --- Errors ---------------------------------------------------------------------------------------------
@@ -101,6 +101,8 @@ class ConnectorContext:
 
     # publish(handle, event): push a live event to that identity's open sessions (web chat).
     publish: Callable[[str, Mapping[str, Any]], None] | None = None
+    # A key for the connector's own signatures (e-mail reply tokens); derived from the install's secret.
+    signing_key: bytes = b""
 
 
 class Connector(Protocol):
@@ -108,6 +110,8 @@ class Connector(Protocol):
     label: ClassVar[str]
     # Limits the agent's composer shows and the inbox enforces before queueing a reply.
     max_text_length: ClassVar[int]
+    # Names of the secrets this channel needs (passwords, tokens): the admin offers write-only inputs for them.
+    secret_fields: ClassVar[tuple[str, ...]]
 
     def __init__(
         self, *, settings: Mapping[str, Any], secrets: Mapping[str, Any], context: ConnectorContext
@@ -122,6 +126,17 @@ class Connector(Protocol):
         ...
 
 
+@runtime_checkable
+class AssignsOutboundIds(Protocol):
+    """A connector whose channel lets us choose a reply's id before the first attempt (e-mail's Message-ID).
+
+    The inbox stores that id with the reply and passes it on every attempt (``metadata["message_id"]``), so a
+    retry re-sends the same message rather than a second one, and replies to it thread back to us.
+    """
+
+    def outbound_id(self, *, conversation_id: int, idempotency_key: str) -> str: ...
+
+
 def require_str(payload: Mapping[str, Any], key: str, *, allow_empty: bool = False) -> str:
     """A field that must be a string: PermanentError with the field's name otherwise."""
     value = payload.get(key)
@@ -130,3 +145,19 @@ def require_str(payload: Mapping[str, Any], key: str, *, allow_empty: bool = Fal
     if not allow_empty and not value.strip():
         raise PermanentError(f"field {key!r} must not be empty")
     return value
+
+
+@dataclass(frozen=True)
+class DiagnosticStep:
+    """One step of a connection test (DNS, TCP, TLS, login, folder...): what an admin needs to fix it."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@runtime_checkable
+class Diagnosable(Protocol):
+    """A connector that can test its own connection for the admin's "test connection" action."""
+
+    def diagnose(self) -> list[DiagnosticStep]: ...

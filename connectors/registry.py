@@ -10,6 +10,7 @@ from connectors.base import Connector
 BUILTIN: dict[str, str] = {
     "webchat": "connectors.webchat:WebchatConnector",
     "api": "connectors.api:ApiConnector",
+    "email": "connectors.email:EmailConnector",
 }
 
 

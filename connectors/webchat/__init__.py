@@ -25,6 +25,7 @@ class WebchatConnector:
     kind: ClassVar[str] = "webchat"
     label: ClassVar[str] = "Web chat"
     max_text_length: ClassVar[int] = 10_000
+    secret_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, settings: Mapping[str, Any], secrets: Mapping[str, Any], context: ConnectorContext) -> None:
         self.settings = settings

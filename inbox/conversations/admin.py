@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from inbox.conversations.channels import channel_diagnose, registry
 from inbox.conversations.models import (
     AuditEvent,
     ChannelAccount,
@@ -19,12 +23,83 @@ from inbox.conversations.models import (
 )
 
 
+def _secret_names() -> dict[str, list[str]]:
+    """secret name -> the channel kinds that use it, from the connectors' declarations."""
+    names: dict[str, list[str]] = {}
+    for kind in registry().kinds():
+        try:
+            cls = registry().get(kind)
+        except ImportError:
+            continue
+        for name in getattr(cls, "secret_fields", ()):
+            names.setdefault(name, []).append(kind)
+    return names
+
+
+class ChannelAccountForm(forms.ModelForm):
+    """Secrets are write-only: never rendered back into the page; a blank input keeps the stored value."""
+
+    kind = forms.ChoiceField(choices=())
+
+    class Meta:
+        model = ChannelAccount
+        fields = ("kind", "name", "is_active", "settings")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        kind_field = self.fields["kind"]
+        assert isinstance(kind_field, forms.ChoiceField)
+        kind_field.choices = [(k, k) for k in registry().kinds()]
+        stored = self.instance.secrets if self.instance.pk else {}
+        for name, kinds in sorted(_secret_names().items()):
+            self.fields[f"secret_{name}"] = forms.CharField(
+                label=name.replace("_", " "),
+                required=False,
+                widget=forms.PasswordInput(render_value=False),
+                help_text=f"used by: {', '.join(kinds)}" + ("; set (leave blank to keep)" if name in stored else ""),
+            )
+
+    def save(self, commit: bool = True) -> ChannelAccount:
+        account: ChannelAccount = super().save(commit=False)
+        secrets = dict(account.secrets or {})
+        for name in _secret_names():
+            value = self.cleaned_data.get(f"secret_{name}")
+            if value:
+                secrets[name] = value
+        account.secrets = secrets
+        if commit:
+            account.save()
+        return account
+
+
 @admin.register(ChannelAccount)
 class ChannelAccountAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "is_active", "health", "paused_until", "public_id")
+    form = ChannelAccountForm
+    list_display = ("name", "kind", "is_active", "health", "health_detail", "paused_until", "public_id")
     list_filter = ("kind", "is_active", "health")
     readonly_fields = ("public_id", "cursor", "health", "health_detail", "health_checked_at", "paused_until")
-    exclude = ("secrets",)  # never rendered back into a page
+    actions = ["test_connection"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # The secret inputs are added per instance by the form, so list them here for the admin's layout.
+        return [
+            *ChannelAccountForm.Meta.fields,
+            *[f"secret_{n}" for n in sorted(_secret_names())],
+            *self.readonly_fields,
+        ]
+
+    @admin.action(description="Test connection (reports exactly which step fails)")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[ChannelAccount]) -> None:
+        for account in queryset:
+            steps = channel_diagnose(account=account)
+            if not steps:
+                self.message_user(request, f"{account}: this channel has no connection to test", messages.INFO)
+                continue
+            failed = [s for s in steps if not s.ok]
+            text = "; ".join(
+                f"{s.name}: {'ok' if s.ok else 'FAILED'}{' (' + s.detail + ')' if s.detail else ''}" for s in steps
+            )
+            self.message_user(request, f"{account}: {text}", messages.ERROR if failed else messages.SUCCESS)
 
 
 @admin.register(InboundEvent)

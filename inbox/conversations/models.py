@@ -143,7 +143,11 @@ class Message(models.Model):
     html = models.TextField(blank=True)  # sanitised with nh3 before it is stored
     language = models.CharField(max_length=16, blank=True)
     language_confidence = models.FloatField(default=0.0)
-    external_id = models.CharField(max_length=500, blank=True)  # provider id; "" until sent for outbound
+    # Provider id. Inbound: as received. Outbound: "" until sent, except where we choose the id before the first
+    # attempt (an e-mail's Message-ID, reused on every retry).
+    external_id = models.CharField(max_length=500, blank=True)
+    # Channel details worth keeping: e-mail threading headers, quoted history, recipients, dropped attachments.
+    metadata = models.JSONField(default=dict, blank=True)
     reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     inbound_event = models.ForeignKey(
         "InboundEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"

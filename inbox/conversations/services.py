@@ -10,20 +10,24 @@ The rules this file keeps (docs/architecture.md):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import nh3
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
 from connectors.base import (
+    AssignsOutboundIds,
     ConnectorError,
     InboundMessage,
     OutboundMessage,
@@ -31,8 +35,9 @@ from connectors.base import (
     RateLimited,
     TransientError,
 )
-from inbox.conversations.channels import connector_for
+from inbox.conversations.channels import connector_for, reply_token_read
 from inbox.conversations.models import (
+    Attachment,
     AuditEvent,
     ChannelAccount,
     Contact,
@@ -278,11 +283,67 @@ def _identity_get_or_create(*, kind: str, inbound: InboundMessage) -> ContactIde
         return ContactIdentity.objects.select_related("contact").get(kind=kind, handle=inbound.sender.handle)
 
 
+def _replied_conversation(*, account: ChannelAccount, inbound: InboundMessage) -> Conversation | None:
+    """E-mail: the conversation this message answers, locked — by our signed reply token first, then by
+    In-Reply-To / References pointing at a message we stored or sent. Never by subject; and only when the
+    sender is that conversation's own contact identity, so a header match never lets someone else in.
+    """
+    meta = inbound.metadata
+    candidates: list[int] = []
+    for token in meta.get("reply_tokens") or ():
+        conversation_id = reply_token_read(str(token))
+        if conversation_id is not None:
+            candidates.append(conversation_id)
+    refs = [r for r in [meta.get("in_reply_to"), *reversed(meta.get("references") or [])] if isinstance(r, str) and r]
+    if refs:
+        found = dict(
+            Message.objects.filter(account=account, external_id__in=refs).values_list("external_id", "conversation_id")
+        )
+        candidates += [found[r] for r in refs if r in found]
+    if not candidates:
+        return None
+    matches = {
+        c.pk: c
+        for c in Conversation.objects.select_for_update(of=("self",))
+        .select_related("identity")
+        .filter(pk__in=candidates, account=account, identity__kind=account.kind, identity__handle=inbound.sender.handle)
+    }
+    conversation = next((matches[c] for c in candidates if c in matches), None)
+    if conversation is None or conversation.status != Conversation.Status.RESOLVED:
+        return conversation
+    # A reply to a resolved conversation reopens it, unless the thread has since got an unresolved one.
+    newer = (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("identity")
+        .filter(
+            account=account,
+            identity_id=conversation.identity_id,
+            thread_key=conversation.thread_key,
+            status__in=Conversation.UNRESOLVED,
+        )
+        .first()
+    )
+    if newer is not None:
+        return newer
+    conversation.status, conversation.resolved_at = Conversation.Status.OPEN, None
+    conversation.save(update_fields=["status", "resolved_at"])
+    AuditEvent.objects.create(action="conversation.reopened", conversation=conversation, data={"by": "customer reply"})
+    return conversation
+
+
 def _conversation_for(*, account: ChannelAccount, inbound: InboundMessage) -> tuple[Conversation, bool]:
     """The unresolved conversation of this sender's thread, locked; a new one when there is none.
 
     The common case (a known sender writing again) is one query: conversation and identity together.
     """
+    if (
+        inbound.metadata.get("reply_tokens")
+        or inbound.metadata.get("in_reply_to")
+        or inbound.metadata.get("references")
+    ):
+        replied = _replied_conversation(account=account, inbound=inbound)
+        if replied is not None:
+            return replied, False
     # The identity is resolved in a scalar subquery so the conversation side always uses the
     # (account, identity, thread_key) index, whatever the planner's statistics say about a join.
     identity_id = ContactIdentity.objects.filter(kind=account.kind, handle=inbound.sender.handle).values("id")[:1]
@@ -342,13 +403,22 @@ def message_ingest(
         language=detection.language or "",
         language_confidence=detection.confidence,
         external_id=inbound.external_id,
+        metadata=dict(inbound.metadata),
         inbound_event=event,
         sent_at=inbound.sent_at,
     )
+    for attachment in inbound.attachments:
+        _attachment_store(
+            message=message,
+            filename=attachment.filename,
+            content_type=attachment.content_type,
+            content=attachment.content,
+        )
 
     now = timezone.now()
     conversation.last_message_at = now
-    if conversation.waiting_since is None:
+    # An automatic message (out-of-office, bounce: RFC 3834) is kept, but nobody is waiting for an answer to it.
+    if conversation.waiting_since is None and not inbound.metadata.get("auto_submitted"):
         conversation.waiting_since = now
     if conversation.status in (Conversation.Status.PENDING, Conversation.Status.SNOOZED):
         conversation.status = Conversation.Status.OPEN
@@ -395,6 +465,17 @@ def message_ingest(
     return message
 
 
+def _attachment_store(*, message: Message, filename: str, content_type: str, content: bytes) -> Attachment:
+    digest = hashlib.sha256(content).hexdigest()
+    safe_name = Path(filename or "attachment").name[:200] or "attachment"
+    attachment = Attachment(
+        message=message, filename=safe_name, content_type=content_type[:120], size=len(content), sha256=digest
+    )
+    attachment.file.save(f"{digest[:16]}-{safe_name}", ContentFile(content), save=False)
+    attachment.save()
+    return attachment
+
+
 # --- Reply ------------------------------------------------------------------------------------------------
 class ReplyRefused(ValueError):
     """The reply cannot be sent as written (too long for the channel, conversation closed...). Shown as is."""
@@ -405,7 +486,8 @@ def reply_create(*, conversation: Conversation, author: User, text: str, reply_t
     text = text.strip()
     if not text:
         raise ReplyRefused("the reply is empty")
-    connector_cls = connector_for(conversation.account).__class__
+    connector = connector_for(conversation.account)
+    connector_cls = connector.__class__
     limit = connector_cls.max_text_length
     if len(text) > limit:
         raise ReplyRefused(f"{connector_cls.label} allows {limit} characters; this reply has {len(text)}")
@@ -422,6 +504,9 @@ def reply_create(*, conversation: Conversation, author: User, text: str, reply_t
             language_confidence=1.0,
             reply_to=reply_to,
         )
+        if isinstance(connector, AssignsOutboundIds):
+            message.external_id = connector.outbound_id(conversation_id=locked.pk, idempotency_key=str(message.uuid))
+            message.save(update_fields=["external_id"])
         delivery = OutboundDelivery.objects.create(message=message, account_id=locked.account_id)
         locked.last_message_at = now
         locked.waiting_since = None
@@ -479,23 +564,25 @@ def delivery_attempt(*, delivery_id: int) -> str:
     message = delivery.message
     conversation = message.conversation
     # Channels that thread replies answer the message the agent picked, else the customer's latest one.
-    if message.reply_to_id:
-        reply_to = Message.objects.filter(pk=message.reply_to_id).values_list("external_id", flat=True).first() or ""
-    else:
-        reply_to = (
-            conversation.messages.filter(direction=Message.Direction.INBOUND, id__lt=message.pk)
-            .order_by("-id")
-            .values_list("external_id", flat=True)
-            .first()
-            or ""
-        )
+    anchors = conversation.messages.filter(direction=Message.Direction.INBOUND)
+    anchor = (
+        anchors.filter(pk=message.reply_to_id).first()
+        if message.reply_to_id
+        else anchors.filter(id__lt=message.pk).order_by("-id").first()
+    )
+    references = [*(anchor.metadata.get("references") or []), anchor.external_id] if anchor is not None else []
     outbound = OutboundMessage(
         idempotency_key=str(message.uuid),
         recipient=conversation.identity.handle,
         text=message.text,
         subject=conversation.subject,
-        reply_to_external_id=reply_to,
+        reply_to_external_id=anchor.external_id if anchor is not None else "",
         thread_key=conversation.thread_key,
+        metadata={
+            "message_id": message.external_id,
+            "in_reply_to": anchor.external_id if anchor is not None else "",
+            "references": [r for r in references if r][-20:],
+        },
     )
     try:
         result = connector_for(account).send(outbound)
@@ -533,7 +620,10 @@ def delivery_attempt(*, delivery_id: int) -> str:
                 sent_at=sent_at,
                 last_error="",
             )
-            Message.objects.filter(pk=message.pk).update(external_id=result.provider_id, sent_at=sent_at)
+            updates: dict[str, Any] = {"sent_at": sent_at}
+            if not message.external_id:  # an id chosen before the first attempt stays as it is
+                updates["external_id"] = result.provider_id
+            Message.objects.filter(pk=message.pk).update(**updates)
         state = OutboundDelivery.State.SENT
     groups = [MANAGERS_GROUP, *([queue_group(conversation.queue_id)] if conversation.queue_id else [])]
     if message.author_id:
