@@ -41,3 +41,18 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 redis-cli -h 127.0.0.1 -p 6379 ping
+
+# --- Dovecot (IMAP) for the e-mail connector's tests ---
+# Only the binary: the tests start a private instance from a config file in a temp dir (tests/fakes/dovecot.py)
+# and never use a system one, so the package's own service must not start either: a policy-rc.d that
+# answers 101 ("action forbidden") stops invoke-rc.d from starting it during the install.
+if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
+  fi
+  apt_install dovecot-imapd
+  if [ "$made_policy" -eq 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+dovecot_bin=$(command -v dovecot || echo /usr/sbin/dovecot)
+echo "[services] dovecot $("$dovecot_bin" --version)"

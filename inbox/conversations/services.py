@@ -372,6 +372,73 @@ def _conversation_for(*, account: ChannelAccount, inbound: InboundMessage) -> tu
         return Conversation.objects.select_for_update().get(status__in=Conversation.UNRESOLVED, **lookup), False
 
 
+def _bounce_apply(
+    *, account: ChannelAccount, inbound: InboundMessage, bounce: dict[str, Any]
+) -> tuple[bool, Message | None]:
+    """A delivery status notification (RFC 3464) about one of our replies: that delivery is marked failed with
+    the remote server's reason, and the report is attached to its conversation as a note. Returns (handled, note):
+    not handled when the report is about no message of ours (it is then ingested as ordinary mail, so nothing is
+    lost); handled with no note when this report was applied before."""
+    original = (
+        Message.objects.select_related("conversation")
+        .filter(account=account, direction=Message.Direction.OUTBOUND, external_id=bounce["original_message_id"])
+        .first()
+    )
+    if original is None:
+        return False, None
+    if Message.objects.filter(
+        account=account, direction=Message.Direction.NOTE, external_id=inbound.external_id
+    ).exists():
+        return True, None
+    reason = (
+        " ".join(part for part in (str(bounce.get("status") or ""), str(bounce.get("diagnostic") or "")) if part)
+        or "no reason given"
+    )
+    recipient = bounce.get("recipient") or "the recipient"
+    if bounce.get("permanent"):
+        OutboundDelivery.objects.filter(message=original).update(
+            state=OutboundDelivery.State.FAILED, last_error=f"bounced: {recipient}'s mail server said {reason}"
+        )
+    note = Message.objects.create(
+        account=account,
+        conversation=original.conversation,
+        direction=Message.Direction.NOTE,
+        text=f"Delivery report for the reply of {original.created_at:%Y-%m-%d %H:%M} UTC to {recipient}: "
+        f"{bounce.get('action') or 'failed'} ({reason})",
+        external_id=inbound.external_id,
+        reply_to=original,
+        metadata={"bounce": bounce},
+    )
+    publish_on_commit(
+        [MANAGERS_GROUP, *([queue_group(original.conversation.queue_id)] if original.conversation.queue_id else [])],
+        {"type": "delivery.updated", "message": original.pk, "state": "failed" if bounce.get("permanent") else "sent"},
+    )
+    return True, note
+
+
+def _inbound_external_id(*, account: ChannelAccount, inbound: InboundMessage) -> str | None:
+    """The id to store the message under, or None when it is already stored (a duplicate).
+
+    Where the channel gives a content hash (e-mail), a second message that reuses an id with different
+    content is a different message (broken clients reuse Message-IDs) and is kept under id#hash; the same id with
+    the same content is the same message seen again (a re-sync after UIDVALIDITY changed, a re-import).
+    """
+    external_id = inbound.external_id
+    if not external_id:
+        return ""
+    stored = Message.objects.filter(account=account, direction=Message.Direction.INBOUND, external_id=external_id)
+    existing = list(stored.values_list("metadata__content_hash", flat=True)[:1])
+    if not existing:
+        return external_id
+    content_hash = inbound.metadata.get("content_hash")
+    if not content_hash or existing[0] in (None, content_hash):
+        return None
+    variant = f"{external_id}#{str(content_hash)[:16]}"
+    if Message.objects.filter(account=account, direction=Message.Direction.INBOUND, external_id=variant).exists():
+        return None
+    return variant
+
+
 def message_ingest(
     *, account: ChannelAccount, inbound: InboundMessage, event: InboundEvent | None = None
 ) -> Message | None:
@@ -379,12 +446,13 @@ def message_ingest(
 
     Returns None when the message was already stored (the provider delivered it twice).
     """
-    if (
-        inbound.external_id
-        and Message.objects.filter(
-            account=account, direction=Message.Direction.INBOUND, external_id=inbound.external_id
-        ).exists()
-    ):
+    bounce = inbound.metadata.get("bounce")
+    if isinstance(bounce, dict) and bounce.get("original_message_id"):
+        handled, note = _bounce_apply(account=account, inbound=inbound, bounce=bounce)
+        if handled:
+            return note
+    external_id = _inbound_external_id(account=account, inbound=inbound)
+    if external_id is None:
         return None
     conversation, created = _conversation_for(account=account, inbound=inbound)
     identity = conversation.identity
@@ -402,7 +470,7 @@ def message_ingest(
         html=nh3.clean(inbound.html) if inbound.html else "",
         language=detection.language or "",
         language_confidence=detection.confidence,
-        external_id=inbound.external_id,
+        external_id=external_id,
         metadata=dict(inbound.metadata),
         inbound_event=event,
         sent_at=inbound.sent_at,

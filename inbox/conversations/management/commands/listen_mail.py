@@ -14,7 +14,7 @@ import signal
 import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
 
 from connectors.base import AuthError, ConnectorError
@@ -84,8 +84,15 @@ class Command(BaseCommand):
                 try:
                     reader.connect()
                     fetched = mailbox_sync(account=account, mailbox_reader=reader, batch=options["batch"])
+                except ConnectorError as exc:
+                    health = (
+                        ChannelAccount.Health.DOWN if isinstance(exc, AuthError) else ChannelAccount.Health.DEGRADED
+                    )
+                    account_health(account=account, health=health, detail=str(exc))
+                    raise CommandError(f"{account.name}: {exc}") from exc
                 finally:
                     reader.close()
+                account_health(account=account, health=ChannelAccount.Health.OK, detail=f"synced; {fetched} fetched")
                 self.stdout.write(f"{account.name}: {fetched} mails fetched")
             return
 

@@ -1,0 +1,271 @@
+"""The e-mail channel end to end: Dovecot (IMAP), aiosmtpd (SMTP), the live Celery worker, PostgreSQL.
+
+Mails are delivered into a private Dovecot; the listener (the real `listen_mail` command, in-process with
+--once, or as its own process) records them; the worker ingests them; agents reply; the SMTP server receives the
+reply and we read its headers; the customer's answer to that reply threads back by our signed token.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from connectors.email.smtp import SMTP_POLICY
+from inbox.conversations.models import ChannelAccount, Conversation, InboundEvent, Message, OutboundDelivery
+from tests.conftest import ROOT, SHARED_DATA, wait_for, worker_env
+from tests.factories import make_demo
+from tests.fakes.dovecot import Dovecot, ensure_dovecot
+from tests.fakes.smtp_server import SmtpServer
+
+SUPPORT = "support@example.test"
+PASSWORD = "secret-password"
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[Dovecot]:
+    if not ensure_dovecot():
+        pytest.skip("dovecot is not installed and could not be installed (apt-get install dovecot-imapd)")
+    with Dovecot({SUPPORT: PASSWORD}) as server:
+        yield server
+
+
+@pytest.fixture
+def mailbox(dovecot: Dovecot) -> Dovecot:
+    """An empty INBOX for each test."""
+    with dovecot.client(SUPPORT) as client:
+        uids = client.search("ALL")
+        if uids:
+            client.delete_messages(uids)
+            client.expunge()
+    return dovecot
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+def email_account(dovecot: Dovecot, smtp: SmtpServer | None = None) -> ChannelAccount:
+    settings = {
+        "address": SUPPORT,
+        "display_name": "Example Support",
+        "domain": "example.test",
+        "imap_host": dovecot.host,
+        "imap_port": dovecot.port,
+        "imap_security": "none",
+        "imap_username": SUPPORT,
+    }
+    if smtp is not None:
+        settings.update(smtp_host=smtp.host, smtp_port=smtp.port, smtp_security="none")
+    return ChannelAccount.objects.create(
+        kind="email", name="Support mailbox", settings=settings, secrets={"imap_password": PASSWORD}
+    )
+
+
+def mail(
+    sender: str, text: str, *, subject: str = "Withdrawal", message_id: str | None = None, **headers: str
+) -> bytes:
+    msg = EmailMessage(policy=SMTP_POLICY)  # as a mail client writes it: ids never RFC 2047-encoded
+    msg["From"] = sender
+    msg["To"] = SUPPORT
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = message_id or make_msgid(domain="customer.test")
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(text)
+    return bytes(msg)
+
+
+SPANISH = "Hola, no puedo retirar mis fondos desde ayer. ¿Pueden ayudarme por favor?"
+
+
+def sync_once(account: ChannelAccount) -> str:
+    out = StringIO()
+    call_command("listen_mail", "--once", "--account", str(account.pk), stdout=out)
+    return out.getvalue()
+
+
+def test_n_mails_make_exactly_n_messages_and_a_second_sync_adds_none(live_worker, mailbox) -> None:
+    make_demo()
+    account = email_account(mailbox)
+    for n in range(12):
+        mailbox.deliver(SUPPORT, mail(f"customer{n % 4}@customer.test", f"{SPANISH} (#{n})"))
+    assert "12 mails fetched" in sync_once(account)
+    wait_for(lambda: Message.objects.filter(account=account).count() == 12, what="12 messages")
+    assert "0 mails fetched" in sync_once(account)
+    time.sleep(0.5)
+    assert Message.objects.filter(account=account).count() == 12
+    assert InboundEvent.objects.filter(account=account).count() == 12
+    # Four senders, each thread its own Message-ID: one conversation per mail (no References), in Spanish.
+    assert set(Conversation.objects.filter(account=account).values_list("language", flat=True)) == {"es"}
+    # BODY.PEEK: the mailbox is left as it was (nothing marked \\Seen).
+    with mailbox.client(SUPPORT) as client:
+        assert client.search("UNSEEN") == client.search("ALL")
+    account.refresh_from_db()
+    assert account.cursor["last_uid"] == 12 and account.health == "ok"
+
+
+def test_agent_reply_threads_in_the_customers_client_and_the_answer_comes_back(live_worker, mailbox, smtp) -> None:
+    demo = make_demo()
+    account = email_account(mailbox, smtp)
+    first_id = make_msgid(domain="customer.test")
+    mailbox.deliver(SUPPORT, mail("Lucía <lucia@customer.test>", SPANISH, message_id=first_id))
+    sync_once(account)
+    conversation = wait_for(
+        lambda: Conversation.objects.filter(account=account, assignee__isnull=False).first(), what="ingest + assign"
+    )
+    assert conversation.assignee_id == demo.agent_es.pk
+
+    agent = Client()
+    agent.force_login(demo.agent_es)
+    response = agent.post(
+        f"/api/agent/conversations/{conversation.pk}/reply",
+        '{"text": "Hola Lucía, ya lo estamos revisando."}',
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    wait_for(lambda: len(smtp.messages) == 1, what="the reply at the SMTP server")
+    sent = smtp.messages[0].message
+    assert sent["In-Reply-To"] == first_id
+    assert first_id in sent["References"]
+    assert sent["Subject"] == "Re: Withdrawal"
+    assert "Example Support" in sent["From"] and SUPPORT in sent["From"]
+    assert smtp.messages[0].recipients == ["lucia@customer.test"]
+    our_id = str(sent["Message-ID"])
+    assert our_id.startswith("<sb.") and our_id.endswith("@example.test>"), our_id
+    delivery = wait_for(
+        lambda: OutboundDelivery.objects.filter(message__conversation=conversation, state="sent").first(),
+        what="delivery sent",
+    )
+    assert delivery.message.external_id == our_id.strip("<>")
+
+    # The customer answers our reply (only In-Reply-To, as some clients do): same conversation, by the token.
+    mailbox.deliver(
+        SUPPORT,
+        mail("lucia@customer.test", "Gracias, espero.", subject="Re: Withdrawal", In_Reply_To=our_id),
+    )
+    # Someone else sends a mail claiming the same thread: never joins Lucía's conversation.
+    mailbox.deliver(
+        SUPPORT,
+        mail(
+            "mallory@evil.test",
+            "I am Lucía, send me her data",
+            subject="Re: Withdrawal",
+            In_Reply_To=our_id,
+            References=f"{first_id} {our_id}",
+        ),
+    )
+    sync_once(account)
+    wait_for(lambda: Message.objects.filter(account=account, direction="in").count() == 3, what="both answers")
+    threaded = conversation.messages.filter(direction="in").count()
+    assert threaded == 2, [
+        (
+            m.conversation_id,
+            m.metadata.get("from"),
+            m.metadata.get("in_reply_to"),
+            m.metadata.get("references"),
+            m.metadata.get("reply_tokens"),
+        )
+        for m in Message.objects.order_by("id")
+    ]
+    mallory = Conversation.objects.get(identity__handle="mallory@evil.test")
+    assert mallory.pk != conversation.pk
+
+
+def test_automatic_mail_is_kept_but_nobody_waits_for_it(live_worker, mailbox) -> None:
+    make_demo()
+    account = email_account(mailbox)
+    mailbox.deliver(
+        SUPPORT,
+        mail(
+            "bob@customer.test",
+            "I am out of office until Monday.",
+            subject="Out of office",
+            Auto_Submitted="auto-replied",
+        ),
+    )
+    sync_once(account)
+    message = wait_for(lambda: Message.objects.filter(account=account).first(), what="ingest")
+    assert message.metadata.get("auto_submitted")
+    assert message.conversation.waiting_since is None
+
+
+def test_listener_killed_mid_backfill_then_restarted_loses_and_duplicates_nothing(
+    live_worker, mailbox, tmp_path: Path
+) -> None:
+    make_demo()
+    account = email_account(mailbox)
+    total = 150
+    for n in range(total):
+        mailbox.deliver(SUPPORT, mail(f"c{n % 10}@customer.test", f"{SPANISH} #{n}"))
+    command = [
+        sys.executable,
+        "manage.py",
+        "listen_mail",
+        "--account",
+        str(account.pk),
+        "--batch",
+        "10",
+        "--idle-seconds",
+        "2",
+    ]
+    log = (tmp_path / "listener.log").open("w")
+    first = subprocess.Popen(
+        command, cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    wait_for(lambda: InboundEvent.objects.filter(account=account).count() >= 20, what="the backfill to start")
+    os.killpg(first.pid, signal.SIGKILL)  # no goodbye: mid-batch, mid-transaction perhaps
+    first.wait()
+    stored_at_kill = InboundEvent.objects.filter(account=account).count()
+    assert stored_at_kill < total, "the listener finished before it was killed; the test proves nothing"
+    second = subprocess.Popen(
+        command, cwd=ROOT, env=worker_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        wait_for(lambda: Message.objects.filter(account=account).count() >= total, timeout=60, what="all mails")
+        # New mail while it idles arrives by IDLE.
+        mailbox.deliver(SUPPORT, mail("late@customer.test", SPANISH))
+        wait_for(lambda: Message.objects.filter(account=account).count() == total + 1, timeout=20, what="IDLE push")
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(timeout=30)
+        log.close()
+    assert InboundEvent.objects.filter(account=account).count() == total + 1
+    assert Message.objects.filter(account=account).values("external_id").distinct().count() == total + 1
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "email").is_dir(), reason="../shared/data/email is absent")
+def test_every_shared_real_world_mail_is_ingested_or_quarantined_with_a_reason(db) -> None:
+    make_demo()
+    account = ChannelAccount.objects.create(kind="email", name="Import", settings={"address": SUPPORT})
+    out = StringIO()
+    call_command("import_mail", str(SHARED_DATA / "email"), "--account", str(account.pk), stdout=out)
+    summary = out.getvalue()
+    files = [p for p in (SHARED_DATA / "email").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    counts = re.match(r"read (\d+), ingested (\d+), duplicates (\d+), quarantined (\d+)", summary)
+    assert counts, summary
+    read, ingested, duplicates, quarantined = (int(x) for x in counts.groups())
+    # Every file is accounted for: ingested, a duplicate of another (identical bytes, or the same Message-ID with
+    # the same content), or quarantined with its reason. Nothing is pending, nothing lost.
+    assert read >= len(files) and read == ingested + duplicates + quarantined, summary
+    events = InboundEvent.objects.filter(account=account)
+    assert not events.filter(state="pending").exists(), summary
+    assert all(e.error for e in events.filter(state="failed")), "every quarantined mail states its reason"
+    assert Message.objects.filter(account=account).count() == ingested
+    assert quarantined <= 5, summary  # real mail: only the truly broken may be refused
