@@ -36,7 +36,7 @@ def _secret_names() -> dict[str, list[str]]:
     return names
 
 
-class ChannelAccountForm(forms.ModelForm):
+class _ChannelAccountFormBase(forms.ModelForm):
     """Secrets are write-only: never rendered back into the page; a blank input keeps the stored value."""
 
     kind = forms.ChoiceField(choices=())
@@ -51,13 +51,9 @@ class ChannelAccountForm(forms.ModelForm):
         assert isinstance(kind_field, forms.ChoiceField)
         kind_field.choices = [(k, k) for k in registry().kinds()]
         stored = self.instance.secrets if self.instance.pk else {}
-        for name, kinds in sorted(_secret_names().items()):
-            self.fields[f"secret_{name}"] = forms.CharField(
-                label=name.replace("_", " "),
-                required=False,
-                widget=forms.PasswordInput(render_value=False),
-                help_text=f"used by: {', '.join(kinds)}" + ("; set (leave blank to keep)" if name in stored else ""),
-            )
+        for name in _secret_names():
+            if name in stored:
+                self.fields[f"secret_{name}"].help_text += "; set (leave blank to keep)"
 
     def save(self, commit: bool = True) -> ChannelAccount:
         account: ChannelAccount = super().save(commit=False)
@@ -72,6 +68,23 @@ class ChannelAccountForm(forms.ModelForm):
         return account
 
 
+def _secret_field(name: str, kinds: list[str]) -> forms.CharField:
+    return forms.CharField(
+        label=name.replace("_", " "),
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text=f"used by: {', '.join(kinds)}",
+    )
+
+
+# Declared on the class (not added in __init__), as the admin's form factory requires of non-model fields.
+ChannelAccountForm = type(
+    "ChannelAccountForm",
+    (_ChannelAccountFormBase,),
+    {f"secret_{name}": _secret_field(name, kinds) for name, kinds in sorted(_secret_names().items())},
+)
+
+
 @admin.register(ChannelAccount)
 class ChannelAccountAdmin(admin.ModelAdmin):
     form = ChannelAccountForm
@@ -81,9 +94,9 @@ class ChannelAccountAdmin(admin.ModelAdmin):
     actions = ["test_connection"]
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        # The secret inputs are added per instance by the form, so list them here for the admin's layout.
+        # The secret inputs are the form's declared fields, not model fields: list them for the admin's layout.
         return [
-            *ChannelAccountForm.Meta.fields,
+            *_ChannelAccountFormBase.Meta.fields,
             *[f"secret_{n}" for n in sorted(_secret_names())],
             *self.readonly_fields,
         ]

@@ -269,3 +269,51 @@ def test_every_shared_real_world_mail_is_ingested_or_quarantined_with_a_reason(d
     assert all(e.error for e in events.filter(state="failed")), "every quarantined mail states its reason"
     assert Message.objects.filter(account=account).count() == ingested
     assert quarantined <= 5, summary  # real mail: only the truly broken may be refused
+
+
+def test_attachment_is_stored_with_its_type_checked_by_content(live_worker, mailbox) -> None:
+    make_demo()
+    account = email_account(mailbox)
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"] = "dana@customer.test"
+    msg["To"] = SUPPORT
+    msg["Subject"] = "Screenshot of the error"
+    msg["Message-ID"] = make_msgid(domain="customer.test")
+    msg.set_content("Here is the screenshot of the withdrawal error.")
+    png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + b"\x00" * 32
+    # Declared as a PDF, but the bytes are a PNG: the stored type follows the content.
+    msg.add_attachment(png, maintype="application", subtype="pdf", filename="error.pdf")
+    mailbox.deliver(SUPPORT, bytes(msg))
+    sync_once(account)
+    message = wait_for(lambda: Message.objects.filter(account=account).first(), what="ingest")
+    [attachment] = message.attachments.all()
+    assert attachment.content_type == "image/png"
+    assert attachment.size == len(png) and attachment.file.read() == png
+
+
+def test_admin_test_connection_reports_each_step(live_worker, mailbox, smtp) -> None:
+    from inbox.agents.services import agent_upsert
+    from inbox.routing.models import AgentProfile
+
+    make_demo()
+    good = email_account(mailbox, smtp)
+    bad = email_account(mailbox)
+    bad.name, bad.secrets = "Wrong password", {"imap_password": "wrong"}
+    bad.save()
+    admin_user = agent_upsert(username="root", password="admin-password-1", role=AgentProfile.Role.ADMIN)
+    client = Client()
+    client.force_login(admin_user)
+    response = client.post(
+        "/admin/conversations/channelaccount/",
+        {"action": "test_connection", "_selected_action": [good.pk, bad.pk]},
+        follow=True,
+    )
+    texts = [str(m) for m in response.context["messages"]]
+    good_text = next(t for t in texts if t.startswith(str(good)))
+    assert "imap login: ok" in good_text and "imap folder: ok" in good_text and "smtp" in good_text, good_text
+    assert "FAILED" not in good_text
+    bad_text = next(t for t in texts if t.startswith(str(bad)))
+    assert "imap login: FAILED" in bad_text, bad_text
+    # Secrets are never rendered back into the admin page.
+    page = client.get(f"/admin/conversations/channelaccount/{good.pk}/change/").content.decode()
+    assert PASSWORD not in page
