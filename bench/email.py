@@ -14,6 +14,14 @@ Uses the `switchboard_bench` database and Redis db 12 (like bench/ingest.py), an
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# This folder holds email.py, which would shadow the standard library's `email` package for every script run
+# from here (the script's folder comes first on sys.path): move it to the end.
+_BENCH = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p not in ("", _BENCH)] + [_BENCH]
+
 import argparse
 import os
 import random
@@ -28,9 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import ingest  # noqa: E402  (bench/ingest.py: database, seeding and worker helpers)
+import ingest  # bench/ingest.py: database, seeding and worker helpers
 
 SUPPORT = "support@example.test"
 PASSWORD = "bench-password"

@@ -15,6 +15,14 @@ Needs PostgreSQL and Redis (DATABASE_URL / REDIS_URL, defaults below); uses its 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# This folder holds email.py, which would shadow the standard library's `email` package for every script run
+# from here (the script's folder comes first on sys.path): move it to the end.
+_BENCH = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p not in ("", _BENCH)] + [_BENCH]
+
 import argparse
 import os
 import random

@@ -67,6 +67,7 @@ def mailbox_sync(*, account: ChannelAccount, mailbox_reader: Any, batch: int = 2
         inbound_events_record(
             account=account, events=events, cursor={"uidvalidity": uidvalidity, "last_uid": last_uid, "folder": folder}
         )
+        _after_fetch(account=account, mailbox_reader=mailbox_reader, uids=[uid for uid, _ in chunk])
         fetched += len(chunk)
         logger.info("mailbox %s: %s mails fetched so far (UID %s)", account.name, fetched, last_uid)
     if cursor.get("uidvalidity") is None and not fetched:
@@ -75,6 +76,20 @@ def mailbox_sync(*, account: ChannelAccount, mailbox_reader: Any, batch: int = 2
             cursor={"uidvalidity": uidvalidity, "last_uid": last_uid, "folder": folder}
         )
     return fetched
+
+
+def _after_fetch(*, account: ChannelAccount, mailbox_reader: Any, uids: list[int]) -> None:
+    """What the admin chose to do with fetched mail (setting `after_fetch`): "leave" it as it was (the default;
+    we fetch with BODY.PEEK, so nothing is marked read), "mark_read", or "move:<folder>". Runs after the batch is
+    committed, so a failure here never loses a mail; it is logged and the mail simply stays where it was."""
+    action = str(account.settings.get("after_fetch") or "leave")
+    try:
+        if action == "mark_read":
+            mailbox_reader.mark_seen(uids)
+        elif action.startswith("move:") and action[5:]:
+            mailbox_reader.move(uids, action[5:])
+    except Exception:
+        logger.warning("mailbox %s: after_fetch %r failed for %s mails", account.name, action, len(uids), exc_info=True)
 
 
 # --- Import ---------------------------------------------------------------------------------------------------

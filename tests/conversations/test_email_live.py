@@ -317,3 +317,15 @@ def test_admin_test_connection_reports_each_step(live_worker, mailbox, smtp) -> 
     # Secrets are never rendered back into the admin page.
     page = client.get(f"/admin/conversations/channelaccount/{good.pk}/change/").content.decode()
     assert PASSWORD not in page
+
+
+def test_admin_can_choose_to_mark_fetched_mail_read(live_worker, mailbox) -> None:
+    make_demo()
+    account = email_account(mailbox)
+    account.settings["after_fetch"] = "mark_read"
+    account.save()
+    uids = [mailbox.deliver(SUPPORT, mail(f"e{n}@customer.test", SPANISH)) for n in range(3)]
+    sync_once(account)
+    with mailbox.client(SUPPORT) as client:
+        assert client.search("UNSEEN") == []
+        assert sorted(client.search("SEEN")) == sorted(uids)
