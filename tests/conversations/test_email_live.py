@@ -329,3 +329,61 @@ def test_admin_can_choose_to_mark_fetched_mail_read(live_worker, mailbox) -> Non
     with mailbox.client(SUPPORT) as client:
         assert client.search("UNSEEN") == []
         assert sorted(client.search("SEEN")) == sorted(uids)
+
+
+def test_uidvalidity_change_resyncs_without_duplicates(live_worker, mailbox) -> None:
+    make_demo()
+    account = email_account(mailbox)
+    for n in range(5):
+        mailbox.deliver(SUPPORT, mail(f"u{n}@customer.test", SPANISH))
+    sync_once(account)
+    wait_for(lambda: Message.objects.filter(account=account).count() == 5, what="5 messages")
+    # The server renumbered the folder (RFC 3501 2.3.1.1): our stored UIDVALIDITY no longer matches.
+    ChannelAccount.objects.filter(pk=account.pk).update(cursor={"uidvalidity": 1, "last_uid": 5})
+    mailbox.deliver(SUPPORT, mail("new@customer.test", SPANISH))
+    assert "6 mails fetched" in sync_once(account)  # the whole folder is read again...
+    wait_for(lambda: Message.objects.filter(account=account).count() == 6, what="only the new mail added")
+    time.sleep(1)
+    assert Message.objects.filter(account=account).count() == 6  # ...and only the new one is stored
+
+
+def dsn(original_id: str, recipient: str) -> bytes:
+    """A delivery status notification (RFC 3464) as an MTA sends it."""
+    boundary = "dsn-boundary-1"
+    return (
+        f"From: MAILER-DAEMON@mx.example.test\r\nTo: {SUPPORT}\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: {make_msgid(domain='mx.example.test')}\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+        f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: Recipient address rejected: User unknown\r\n"
+        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {original_id}\r\nTo: {recipient}\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
+
+
+def test_bounce_marks_the_reply_failed_and_is_noted_on_its_conversation(live_worker, mailbox, smtp) -> None:
+    demo = make_demo()
+    account = email_account(mailbox, smtp)
+    mailbox.deliver(SUPPORT, mail("gone@customer.test", SPANISH))
+    sync_once(account)
+    conversation = wait_for(lambda: Conversation.objects.filter(account=account).first(), what="ingest")
+    agent = Client()
+    agent.force_login(demo.agent_es)
+    agent.post(f"/api/agent/conversations/{conversation.pk}/reply", '{"text": "Hola"}', content_type="application/json")
+    delivery = wait_for(
+        lambda: OutboundDelivery.objects.filter(message__conversation=conversation, state="sent").first(),
+        what="the reply sent",
+    )
+    mailbox.deliver(SUPPORT, dsn(f"<{delivery.message.external_id}>", "gone@customer.test"))
+    sync_once(account)
+    wait_for(
+        lambda: OutboundDelivery.objects.filter(pk=delivery.pk, state="failed").exists(), what="the bounce applied"
+    )
+    delivery.refresh_from_db()
+    assert "550 5.1.1" in delivery.last_error or "5.1.1" in delivery.last_error
+    note = conversation.messages.get(direction="note")
+    assert "gone@customer.test" in note.text
+    # No conversation was opened with the mailer daemon.
+    assert not Conversation.objects.filter(identity__handle__icontains="mailer-daemon").exists()
