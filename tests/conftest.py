@@ -179,10 +179,25 @@ def web_server(celery_worker: WorkerProcess, tmp_path_factory: pytest.TempPathFa
         web.stop()
 
 
+def broker_idle() -> bool:
+    """No task waiting in our queues and none taken but unacknowledged (Celery's Redis transport keeps those in
+    the `unacked` hash until the task returns, acks_late)."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    waiting = sum(client.llen(queue) for queue in ("ingest", "routing", "outbound"))
+    return waiting == 0 and client.hlen("unacked") == 0
+
+
 @pytest.fixture
-def live_worker(celery_worker: WorkerProcess, transactional_db: None) -> WorkerProcess:
-    """A test that hands work to the worker: its rows must be committed for the worker to see them."""
-    return celery_worker
+def live_worker(celery_worker: WorkerProcess, transactional_db: None) -> Iterator[WorkerProcess]:
+    """A test that hands work to the worker: its rows must be committed for the worker to see them.
+
+    Afterwards it waits for the worker to finish what the test started, so the database flush between tests
+    never races a task still holding row locks (TRUNCATE would deadlock with it).
+    """
+    yield celery_worker
+    deadline = time.monotonic() + 30
+    while not broker_idle() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @pytest.fixture
