@@ -110,6 +110,8 @@ class Connector(Protocol):
     label: ClassVar[str]
     # Limits the agent's composer shows and the inbox enforces before queueing a reply.
     max_text_length: ClassVar[int]
+    # Seconds between two sends to the same chat (0: no limit). The inbox enforces it across all workers.
+    per_chat_interval: ClassVar[float]
     # Names of the secrets this channel needs (passwords, tokens): the admin offers write-only inputs for them.
     secret_fields: ClassVar[tuple[str, ...]]
 

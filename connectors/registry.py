@@ -11,6 +11,7 @@ BUILTIN: dict[str, str] = {
     "webchat": "connectors.webchat:WebchatConnector",
     "api": "connectors.api:ApiConnector",
     "email": "connectors.email:EmailConnector",
+    "telegram": "connectors.telegram:TelegramConnector",
 }
 
 

@@ -192,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
             env,
         )
         sup.start("mail listener (IMAP IDLE)", [PY, "manage.py", "listen_mail"], env)
+        sup.start("Telegram poller (getUpdates)", [PY, "manage.py", "listen_telegram"], env)
         if not _wait_port(web_port, 30):
             raise SystemExit("the web server did not start within 30 s")
         base = f"http://{args.host}:{web_port}"

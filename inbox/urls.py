@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/webchat/v1/messages", webchat_views.messages, name="webchat-messages"),
     # Channel webhooks.
     path("api/channels/<str:public_id>/events", webhooks.api_channel_events, name="api-channel-events"),
+    path("api/channels/<str:public_id>/telegram", webhooks.telegram_webhook, name="telegram-webhook"),
     # Agents.
     path("api/agent/session", agent_views.session, name="agent-session"),
     path("api/agent/conversations", agent_views.conversation_list, name="agent-conversations"),

@@ -61,6 +61,7 @@ class ApiConnector:
     kind: ClassVar[str] = "api"
     label: ClassVar[str] = "API"
     max_text_length: ClassVar[int] = 10_000
+    per_chat_interval: ClassVar[float] = 0.0
     secret_fields: ClassVar[tuple[str, ...]] = ("signing_secret",)
 
     def __init__(self, *, settings: Mapping[str, Any], secrets: Mapping[str, Any], context: ConnectorContext) -> None:

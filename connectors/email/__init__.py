@@ -91,6 +91,7 @@ class EmailConnector:
     kind: ClassVar[str] = "email"
     label: ClassVar[str] = "E-mail"
     max_text_length: ClassVar[int] = 100_000
+    per_chat_interval: ClassVar[float] = 0.0
     secret_fields: ClassVar[tuple[str, ...]] = ("imap_password", "smtp_password")
 
     def __init__(self, *, settings: Mapping[str, Any], secrets: Mapping[str, Any], context: ConnectorContext) -> None:

@@ -25,6 +25,7 @@ class WebchatConnector:
     kind: ClassVar[str] = "webchat"
     label: ClassVar[str] = "Web chat"
     max_text_length: ClassVar[int] = 10_000
+    per_chat_interval: ClassVar[float] = 0.0
     secret_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, settings: Mapping[str, Any], secrets: Mapping[str, Any], context: ConnectorContext) -> None:

@@ -107,6 +107,9 @@ class Conversation(models.Model):
     first_response_at = models.DateTimeField(null=True, blank=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # Channels that limit sends per chat (Telegram: about one message per second per chat): no worker sends to
+    # this conversation before this time; taken with a conditional UPDATE, so it holds across all workers.
+    next_send_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

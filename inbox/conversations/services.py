@@ -233,6 +233,10 @@ def inbound_events_process(*, event_ids: Sequence[int]) -> ProcessReport:
 
 
 def _ingest(event: InboundEvent, inbounds: list[InboundMessage]) -> list[Message]:
+    if not inbounds:
+        # Acknowledged and kept as a raw event, with its type in the log (a channel post, a poll, a reaction...).
+        describe = getattr(connector_for(event.account), "describe", None)
+        logger.info("event %s carries no message: %s", event.pk, describe(event.payload) if describe else "empty")
     stored = []
     for inbound in inbounds:
         message = message_ingest(account=event.account, inbound=inbound, event=event)
@@ -416,6 +420,29 @@ def _bounce_apply(
     return True, note
 
 
+def _message_edit(*, account: ChannelAccount, inbound: InboundMessage) -> Message | None:
+    """The customer edited a message (Telegram edited_message): the stored one takes the new text and keeps every
+    earlier version in metadata["history"]. None when the original is unknown (then the edit is ingested as new)."""
+    message = (
+        Message.objects.select_for_update()
+        .filter(account=account, direction=Message.Direction.INBOUND, external_id=inbound.external_id)
+        .first()
+    )
+    if message is None:
+        return None
+    if message.text == inbound.text:
+        return message  # the same edit delivered again: nothing changes
+    history = [*message.metadata.get("history", []), {"text": message.text, "replaced_at": timezone.now().isoformat()}]
+    message.metadata = {**message.metadata, "history": history}
+    message.text = inbound.text
+    message.save(update_fields=["text", "metadata"])
+    publish_on_commit(
+        [MANAGERS_GROUP, *([queue_group(message.conversation.queue_id)] if message.conversation.queue_id else [])],
+        {"type": "message.edited", "conversation": message.conversation_id, "message": message.pk},
+    )
+    return message
+
+
 def _inbound_external_id(*, account: ChannelAccount, inbound: InboundMessage) -> str | None:
     """The id to store the message under, or None when it is already stored (a duplicate).
 
@@ -451,6 +478,10 @@ def message_ingest(
         handled, note = _bounce_apply(account=account, inbound=inbound, bounce=bounce)
         if handled:
             return note
+    if inbound.metadata.get("edit"):
+        edited = _message_edit(account=account, inbound=inbound)
+        if edited is not None:
+            return edited
     external_id = _inbound_external_id(account=account, inbound=inbound)
     if external_id is None:
         return None
@@ -631,6 +662,26 @@ def delivery_attempt(*, delivery_id: int) -> str:
         return OutboundDelivery.State.RETRY_WAIT
     message = delivery.message
     conversation = message.conversation
+    connector = connector_for(account)
+    interval = float(getattr(connector, "per_chat_interval", 0.0) or 0.0)
+    if interval > 0:
+        # Take this chat's next send slot, or wait for it (with the attempt given back: waiting is no failure).
+        took = (
+            Conversation.objects.filter(pk=conversation.pk)
+            .filter(Q(next_send_at__isnull=True) | Q(next_send_at__lte=now))
+            .update(next_send_at=now + timedelta(seconds=interval))
+        )
+        if not took:
+            slot = Conversation.objects.values_list("next_send_at", flat=True).get(pk=conversation.pk) or now
+            _delivery_update(
+                delivery_id,
+                state=OutboundDelivery.State.RETRY_WAIT,
+                next_attempt_at=slot,
+                attempts=F("attempts") - 1,
+                last_error="",
+            )
+            enqueue(SEND_DELIVERY, delivery_id, countdown=max(0.0, (slot - now).total_seconds()))
+            return OutboundDelivery.State.RETRY_WAIT
     # Channels that thread replies answer the message the agent picked, else the customer's latest one.
     anchors = conversation.messages.filter(direction=Message.Direction.INBOUND)
     anchor = (
@@ -653,7 +704,7 @@ def delivery_attempt(*, delivery_id: int) -> str:
         },
     )
     try:
-        result = connector_for(account).send(outbound)
+        result = connector.send(outbound)
     except RateLimited as exc:
         until = timezone.now() + timedelta(seconds=max(1.0, exc.retry_after))
         # Pause the whole account for every worker: never move the pause earlier than another worker set it.
