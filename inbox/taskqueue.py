@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 # Task names: the contract between services (which enqueue) and workers/tasks.py (which run them).
 PROCESS_INBOUND = "switchboard.ingest.process_inbound"
 SEND_DELIVERY = "switchboard.outbound.send_delivery"
+FETCH_FILES = "switchboard.ingest.fetch_files"
 ASSIGN_WAITING = "switchboard.routing.assign_waiting"
 SWEEP = "switchboard.maintenance.sweep"
 

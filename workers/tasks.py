@@ -6,9 +6,10 @@ import logging
 
 from django.db import DatabaseError, InterfaceError
 
+from connectors.base import TransientError
 from inbox.conversations import services
 from inbox.routing import services as routing
-from inbox.taskqueue import ASSIGN_WAITING, PROCESS_INBOUND, SEND_DELIVERY, SWEEP, app
+from inbox.taskqueue import ASSIGN_WAITING, FETCH_FILES, PROCESS_INBOUND, SEND_DELIVERY, SWEEP, app
 from workers.base import SwitchboardTask
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,18 @@ def process_inbound(self: SwitchboardTask, event_ids: list[int]) -> dict[str, in
 @app.task(name=SEND_DELIVERY, base=SwitchboardTask, bind=True, autoretry_for=RETRY_ON, retry_backoff=True)
 def send_delivery(self: SwitchboardTask, delivery_id: int) -> str:
     return services.delivery_attempt(delivery_id=delivery_id)
+
+
+@app.task(
+    name=FETCH_FILES,
+    base=SwitchboardTask,
+    bind=True,
+    autoretry_for=(*RETRY_ON, TransientError),
+    retry_backoff=True,
+    max_retries=5,
+)
+def fetch_files(self: SwitchboardTask, message_id: int) -> int:
+    return services.message_files_fetch(message_id=message_id)
 
 
 @app.task(name=ASSIGN_WAITING, base=SwitchboardTask, bind=True, autoretry_for=RETRY_ON, retry_backoff=True)

@@ -55,7 +55,7 @@ from inbox.conversations.realtime import (
     queue_group,
 )
 from inbox.routing.services import conversation_route, language_detect, queue_assign
-from inbox.taskqueue import ASSIGN_WAITING, PROCESS_INBOUND, SEND_DELIVERY, enqueue, enqueue_on_commit
+from inbox.taskqueue import ASSIGN_WAITING, FETCH_FILES, PROCESS_INBOUND, SEND_DELIVERY, enqueue, enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +224,10 @@ def inbound_events_process(*, event_ids: Sequence[int]) -> ProcessReport:
             to_assign.setdefault(conversation.queue_id, set()).add(conversation.pk)
     for queue_id, conversation_ids in sorted(to_assign.items()):
         queue_assign(queue_id=queue_id, conversation_ids=conversation_ids)
+    for message in messages:
+        if message.metadata.get("files") and not message.metadata.get("files_fetched"):
+            # Downloads happen outside the ingest transaction: no row lock waits on a provider's file server.
+            enqueue(FETCH_FILES, message.pk)
     for event in events:
         if event.state == InboundEvent.State.PENDING and event.next_attempt_at is not None:
             delay = (event.next_attempt_at - timezone.now()).total_seconds()
@@ -573,6 +577,38 @@ def _attachment_store(*, message: Message, filename: str, content_type: str, con
     attachment.file.save(f"{digest[:16]}-{safe_name}", ContentFile(content), save=False)
     attachment.save()
     return attachment
+
+
+def message_files_fetch(*, message_id: int) -> int:
+    """Download the files a message refers to (Telegram photos, documents, voice...) into attachments.
+
+    Over-limit or refused files are listed in metadata["dropped_files"] with the reason; a transient failure
+    raises, so the task retries. Idempotent: files already stored are skipped. Returns how many were stored.
+    """
+    message = Message.objects.select_related("account").get(pk=message_id)
+    if message.metadata.get("files_fetched"):
+        return 0
+    connector: Any = connector_for(message.account)
+    download = getattr(connector, "download_file", None)
+    if download is None:
+        return 0
+    stored = set(message.attachments.values_list("sha256", flat=True))
+    kept, dropped = 0, []
+    for item in message.metadata.get("files") or []:
+        try:
+            content, filename, content_type = download(
+                str(item["file_id"]), filename=item.get("file_name"), content_type=item.get("mime_type")
+            )
+        except PermanentError as exc:
+            dropped.append({"file_id": item.get("file_id"), "file_name": item.get("file_name"), "reason": str(exc)})
+            continue
+        if hashlib.sha256(content).hexdigest() not in stored:
+            _attachment_store(message=message, filename=filename, content_type=content_type, content=content)
+            kept += 1
+    Message.objects.filter(pk=message.pk).update(
+        metadata={**message.metadata, "files_fetched": True, "dropped_files": dropped}
+    )
+    return kept
 
 
 # --- Reply ------------------------------------------------------------------------------------------------
