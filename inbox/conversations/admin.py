@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from connectors.base import ConnectorError
 from inbox.conversations.channels import channel_diagnose, registry
 from inbox.conversations.models import (
     AuditEvent,
@@ -21,6 +22,7 @@ from inbox.conversations.models import (
     Message,
     OutboundDelivery,
 )
+from inbox.conversations.telegram import telegram_webhook_set
 
 
 def _secret_names() -> dict[str, list[str]]:
@@ -91,7 +93,7 @@ class ChannelAccountAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "is_active", "health", "health_detail", "paused_until", "public_id")
     list_filter = ("kind", "is_active", "health")
     readonly_fields = ("public_id", "cursor", "health", "health_detail", "health_checked_at", "paused_until")
-    actions = ["test_connection"]
+    actions = ["test_connection", "telegram_register_webhook"]
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # The secret inputs are the form's declared fields, not model fields: list them for the admin's layout.
@@ -100,6 +102,19 @@ class ChannelAccountAdmin(admin.ModelAdmin):
             *[f"secret_{n}" for n in sorted(_secret_names())],
             *self.readonly_fields,
         ]
+
+    @admin.action(description="Telegram: register the webhook (webhook mode) with a fresh secret if none is set")
+    def telegram_register_webhook(self, request: HttpRequest, queryset: QuerySet[ChannelAccount]) -> None:
+        for account in queryset:
+            if account.kind != "telegram":
+                self.message_user(request, f"{account}: not a Telegram channel", messages.WARNING)
+                continue
+            try:
+                url = telegram_webhook_set(account=account)
+            except ConnectorError as exc:
+                self.message_user(request, f"{account}: webhook not set: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{account}: Telegram will post updates to {url}", messages.SUCCESS)
 
     @admin.action(description="Test connection (reports exactly which step fails)")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[ChannelAccount]) -> None:
