@@ -179,7 +179,8 @@ Step = Callable[[Bot, ReplyParameters | None], Awaitable[Message]]
 class TelegramConnector:
     kind: ClassVar[str] = "telegram"
     label: ClassVar[str] = "Telegram"
-    max_text_length: ClassVar[int] = MAX_MESSAGE_UTF16
+    # Longer replies are split cleanly into 4,096-character messages (send); past this the agent is asked to shorten.
+    max_text_length: ClassVar[int] = 8 * MAX_MESSAGE_UTF16
     secret_fields: ClassVar[tuple[str, ...]] = ("bot_token", "webhook_secret")
     # "Avoid sending more than one message per second" to a chat (https://core.telegram.org/bots/faq).
     per_chat_interval: ClassVar[float] = PER_CHAT_INTERVAL_SECONDS

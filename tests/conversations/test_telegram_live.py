@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -213,3 +214,41 @@ def test_document_is_downloaded_into_an_attachment(live_worker, telegram) -> Non
     assert attachment.filename == "receipt.pdf" and attachment.content_type == "application/pdf"
     assert attachment.file.read() == pdf
     assert message.text == "Mi recibo del retiro"
+
+
+def test_edited_message_updates_the_stored_one_and_keeps_its_history(live_worker, telegram) -> None:
+    make_demo()
+    account = bot_account(telegram)
+    original = telegram.queue_message("Hola, mi retiro no llegó", chat_id=8001)
+    call_command("listen_telegram", "--once", "--account", str(account.pk), stdout=StringIO())
+    message = wait_for(lambda: Message.objects.filter(account=account).first(), what="the original")
+    edited_body = dict(original["message"], text="Hola, mi retiro de 500 USDT no llegó", edit_date=int(time.time()))
+    telegram.queue_update({"edited_message": edited_body})
+    call_command("listen_telegram", "--once", "--account", str(account.pk), stdout=StringIO())
+    wait_for(lambda: Message.objects.filter(pk=message.pk, text__contains="500 USDT").exists(), what="the edit applied")
+    message.refresh_from_db()
+    assert [h["text"] for h in message.metadata["history"]] == ["Hola, mi retiro no llegó"]
+    assert Message.objects.filter(account=account).count() == 1
+
+
+def test_webhook_command_registers_our_url_and_secret(db, telegram) -> None:
+    account = bot_account(telegram, mode="webhook")
+    out = StringIO()
+    call_command("telegram_webhook", "set", "--account", str(account.pk), stdout=out)
+    [call] = telegram.calls_of("setWebhook")
+    assert call.params["url"].endswith(f"/api/channels/{account.public_id}/telegram")
+    assert call.params["secret_token"] == SECRET
+    assert telegram.token not in out.getvalue()
+
+
+def test_test_connection_reports_the_bot(db, telegram) -> None:
+    from inbox.conversations.channels import channel_diagnose
+
+    steps = channel_diagnose(account=bot_account(telegram))
+    assert all(step.ok for step in steps), steps
+    assert any("switchboard_test_bot" in step.detail for step in steps)
+    wrong = ChannelAccount.objects.create(
+        kind="telegram", name="Wrong", settings={"api_base": telegram.api_base}, secrets={"bot_token": "1:wrong"}
+    )
+    failed = [step for step in channel_diagnose(account=wrong) if not step.ok]
+    assert failed and telegram.token not in str(failed)
