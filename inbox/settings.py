@@ -95,7 +95,11 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------------------
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    # No persistent connections (CONN_MAX_AGE=0): under ASGI each request may run on another executor thread, and a
+    # persistent connection per thread piles up until PostgreSQL refuses clients (seen at 8 concurrent webhook
+    # clients in bench/telegram.py). A connect on loopback costs ~2 ms; workers connect once per task (a batch).
+    # For many web processes, put PgBouncer in front (docs/architecture.md).
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=_env_int("DB_CONN_MAX_AGE", 0))}
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
