@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from io import StringIO
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -252,3 +253,21 @@ def test_test_connection_reports_the_bot(db, telegram) -> None:
     )
     failed = [step for step in channel_diagnose(account=wrong) if not step.ok]
     assert failed and telegram.token not in str(failed)
+
+
+def test_replies_to_one_chat_are_paced_about_one_per_second(live_worker, telegram) -> None:
+    demo = make_demo()
+    account = bot_account(telegram)
+    conversation = _conversation(telegram, account, 9001)
+    agent = Client()
+    agent.force_login(demo.agent_es)
+    ids = [_reply(agent, conversation, f"parte {n}") for n in range(3)]
+    wait_for(
+        lambda: OutboundDelivery.objects.filter(message_id__in=ids, state="sent").count() == 3,
+        timeout=30,
+        what="three replies sent",
+    )
+    times = sorted(c.at for c in telegram.calls_of("sendMessage") if c.status == 200)
+    assert len(times) == 3
+    gaps = [b - a for a, b in pairwise(times)]
+    assert all(gap >= 0.9 for gap in gaps), gaps  # two workers, yet never two sends within a second
