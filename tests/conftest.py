@@ -54,6 +54,8 @@ def worker_env(**extra: str) -> dict[str, str]:
         REDIS_URL=settings.REDIS_URL,
         SWITCHBOARD_RETRY_BASE_SECONDS="0.5",
         SWITCHBOARD_ROUTING_CACHE_SECONDS="0",
+        # Work whose broker message was lost is due for the sweeper after 2 s (production: 60 s).
+        SWITCHBOARD_SWEEP_AFTER_SECONDS="2",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
