@@ -19,6 +19,7 @@ from inbox.agents.selectors import conversation_messages, conversations_visible_
 from inbox.common.http import BadRequest, error, field_str, json_body
 from inbox.conversations.models import Conversation, Message
 from inbox.conversations.services import (
+    ReplyFile,
     ReplyRefused,
     conversation_set_language,
     conversation_set_status,
@@ -27,6 +28,9 @@ from inbox.conversations.services import (
 from inbox.routing.services import agent_set_presence
 
 View = Callable[..., JsonResponse]
+
+MAX_REPLY_FILES = 10
+MAX_REPLY_FILE_BYTES = 20 * 2**20  # Telegram's bots may send up to 50 MB, most mail servers take 20-25 MB
 
 
 def agent_api(view: View) -> View:
@@ -130,16 +134,32 @@ def conversation_reply(request: HttpRequest, conversation_id: int) -> JsonRespon
     conversation = _get(request, conversation_id)
     if conversation is None:
         return error("no such conversation", 404)
-    data = json_body(request)
+    files: list[ReplyFile] = []
+    if (request.content_type or "") == "multipart/form-data":
+        # A reply with attachments: fields "text", optional "reply_to", and any number of "files".
+        data: dict[str, Any] = {"text": request.POST.get("text"), "reply_to": request.POST.get("reply_to") or None}
+        uploads = request.FILES.getlist("files")
+        if len(uploads) > MAX_REPLY_FILES:
+            raise BadRequest(f"at most {MAX_REPLY_FILES} files per reply")
+        for upload in uploads:
+            if upload.size is None or upload.size > MAX_REPLY_FILE_BYTES:
+                raise BadRequest(f"{upload.name} is larger than {MAX_REPLY_FILE_BYTES // 2**20} MiB", status=413)
+            files.append(ReplyFile(str(upload.name or "file"), upload.read()))
+    else:
+        data = json_body(request)
     text = field_str(data, "text")
     reply_to = None
     if data.get("reply_to") is not None:
         reply_to = conversation.messages.filter(pk=data["reply_to"], direction=Message.Direction.INBOUND).first()
         if reply_to is None:
             raise BadRequest("'reply_to' is not a customer message of this conversation")
-    message = reply_create(conversation=conversation, author=_user(request), text=text, reply_to=reply_to)
+    message = reply_create(conversation=conversation, author=_user(request), text=text, reply_to=reply_to, files=files)
     message = Message.objects.select_related("delivery").get(pk=message.pk)
-    return JsonResponse({"message": _message_json(message)}, status=201)
+    body = _message_json(message)
+    body["attachments"] = [
+        {"filename": a.filename, "content_type": a.content_type, "size": a.size} for a in message.attachments.all()
+    ]
+    return JsonResponse({"message": body}, status=201)
 
 
 @require_http_methods(["POST"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mimetypes
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,6 +36,7 @@ from connectors.base import (
     RateLimited,
     TransientError,
 )
+from connectors.email.parse import sniff_content_type
 from inbox.conversations.channels import connector_for, reply_token_read
 from inbox.conversations.models import (
     Attachment,
@@ -616,10 +618,26 @@ class ReplyRefused(ValueError):
     """The reply cannot be sent as written (too long for the channel, conversation closed...). Shown as is."""
 
 
-def reply_create(*, conversation: Conversation, author: User, text: str, reply_to: Message | None = None) -> Message:
-    """An agent's reply: a Message and its OutboundDelivery, sent by a worker after the commit."""
+@dataclass(frozen=True)
+class ReplyFile:
+    filename: str
+    content: bytes
+
+
+def reply_create(
+    *,
+    conversation: Conversation,
+    author: User,
+    text: str,
+    reply_to: Message | None = None,
+    files: Sequence[ReplyFile] = (),
+) -> Message:
+    """An agent's reply: a Message (with its attachments) and its OutboundDelivery, sent by a worker after commit.
+
+    Attachment types are taken from the bytes (magic numbers), never from the agent's file name.
+    """
     text = text.strip()
-    if not text:
+    if not text and not files:
         raise ReplyRefused("the reply is empty")
     connector = connector_for(conversation.account)
     connector_cls = connector.__class__
@@ -642,6 +660,13 @@ def reply_create(*, conversation: Conversation, author: User, text: str, reply_t
         if isinstance(connector, AssignsOutboundIds):
             message.external_id = connector.outbound_id(conversation_id=locked.pk, idempotency_key=str(message.uuid))
             message.save(update_fields=["external_id"])
+        for item in files:
+            _attachment_store(
+                message=message,
+                filename=item.filename,
+                content_type=sniff_content_type(item.content, mimetypes.guess_type(item.filename)[0] or ""),
+                content=item.content,
+            )
         delivery = OutboundDelivery.objects.create(message=message, account_id=locked.account_id)
         locked.last_message_at = now
         locked.waiting_since = None
@@ -734,6 +759,10 @@ def delivery_attempt(*, delivery_id: int) -> str:
         reply_to_external_id=anchor.external_id if anchor is not None else "",
         thread_key=conversation.thread_key,
         metadata={
+            "attachments": [
+                {"filename": a.filename, "content_type": a.content_type, "content": a.file.read()}
+                for a in message.attachments.all()
+            ],
             "message_id": message.external_id,
             "in_reply_to": anchor.external_id if anchor is not None else "",
             "references": [r for r in references if r][-20:],

@@ -271,3 +271,36 @@ def test_replies_to_one_chat_are_paced_about_one_per_second(live_worker, telegra
     assert len(times) == 3
     gaps = [b - a for a, b in pairwise(times)]
     assert all(gap >= 0.9 for gap in gaps), gaps  # two workers, yet never two sends within a second
+
+
+def test_agent_reply_with_a_photo_reaches_the_chat(live_worker, telegram) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    demo = make_demo()
+    account = bot_account(telegram)
+    conversation = _conversation(telegram, account, 9101)
+    png = bytes.fromhex(
+        "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8ffff3f0005fe02fe"
+        "a7e6a0ca0000000049454e44ae426082"
+    )
+    agent = Client()
+    agent.force_login(demo.agent_es)
+    response = agent.post(
+        f"/api/agent/conversations/{conversation.pk}/reply",
+        {"text": "Así se ve el retiro correcto:", "files": [SimpleUploadedFile("paso.dat", png)]},
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()["message"]
+    assert body["attachments"] == [{"filename": "paso.dat", "content_type": "image/png", "size": len(png)}]
+    wait_for(
+        lambda: OutboundDelivery.objects.filter(message_id=body["id"], state="sent").exists(), what="the reply sent"
+    )
+    [photo] = [c for c in telegram.calls_of("sendPhoto") if c.status == 200]
+    [upload] = photo.files.values()
+    assert upload.content == png
+    assert any(m.get("text") == "Así se ve el retiro correcto:" for m in telegram.sent_messages(9101))
+    too_many = agent.post(
+        f"/api/agent/conversations/{conversation.pk}/reply",
+        {"text": "x", "files": [SimpleUploadedFile(f"{n}.txt", b"x") for n in range(11)]},
+    )
+    assert too_many.status_code == 400 and "at most 10 files" in too_many.json()["error"]
