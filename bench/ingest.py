@@ -126,28 +126,13 @@ def process_tree(pid: int) -> list[int]:
 
 
 def start_workers(count: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
+    from inbox.cli import worker_command
+
     procs = []
     for n in range(count):
         procs.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers",
-                    "worker",
-                    "-Q",
-                    "ingest,routing,outbound",
-                    "-c",
-                    str(concurrency),
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--loglevel",
-                    "WARNING",
-                    "-n",
-                    f"bench{n}@%h",
-                ],
+                worker_command(concurrency=concurrency, name=f"bench{n}@%h", loglevel="WARNING", quiet=True),
                 cwd=ROOT,
                 env=dict(os.environ),
                 start_new_session=True,

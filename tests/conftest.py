@@ -16,6 +16,8 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from inbox.cli import worker_command
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -67,26 +69,7 @@ class WorkerProcess:
         self.log_path = log_path
         self.log = log_path.open("w")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers",
-                "worker",
-                "-Q",
-                "ingest,routing,outbound",
-                "-c",
-                "2",
-                "--pool",
-                "prefork",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"test-{os.getpid()}@%h",
-            ],
+            worker_command(concurrency=2, name=f"test-{os.getpid()}@%h", quiet=True),
             cwd=ROOT,
             env=worker_env(**env),
             stdout=self.log,
