@@ -39,6 +39,7 @@ bench: $(STAMP) services
 	$(PY) bench/ingest.py --events 10000 --repeat 3
 	$(PY) bench/email.py --mails 1000 --repeat 3
 	$(PY) bench/telegram.py --updates 2000 --repeat 3
+	$(PY) bench/webchat.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -56,3 +56,6 @@ if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
 fi
 dovecot_bin=$(command -v dovecot || echo /usr/sbin/dovecot)
 echo "[services] dovecot $("$dovecot_bin" --version)"
+
+# --- Chromium for the browser tests (Playwright drives Debian's Chromium; Playwright's own download is not used) ---
+bash "$(dirname "$0")/chromium.sh"

@@ -163,3 +163,32 @@ class Diagnosable(Protocol):
     """A connector that can test its own connection for the admin's "test connection" action."""
 
     def diagnose(self) -> list[DiagnosticStep]: ...
+
+
+@dataclass(frozen=True)
+class ReplyMode:
+    """How a reply in one conversation goes out, shown above the agent's composer (who will see it, how long).
+
+    Channels without the notion answer nothing (the inbox then uses the class's ``max_text_length``, private).
+    """
+
+    visibility: str  # "private": only the customer sees it; "public": anyone can (a reply to a public post)
+    label: str  # what the agent reads above the composer: "Private DM on X", "Public reply on X: everyone sees it"
+    max_text_length: int  # as the channel counts it (``HasReplyModes.text_length``)
+    # > 0: when the agent asks for it, a longer text goes out as a thread of up to this many posts, each within
+    # max_text_length; 0: a longer text is refused.
+    max_thread_parts: int = 0
+    # The thread key of the private conversation a public one can move to ("move to DM"); "" when there is none.
+    private_thread_key: str = ""
+
+
+@runtime_checkable
+class HasReplyModes(Protocol):
+    """A channel where a conversation is private or public (X: DMs and public mentions)."""
+
+    def reply_mode(self, thread_key: str) -> ReplyMode: ...
+
+    def text_length(self, text: str) -> int:
+        """The text's length as the channel counts it in public posts (X: weighted characters, URLs as 23); the
+        inbox counts private messages by characters."""
+        ...

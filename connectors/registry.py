@@ -12,6 +12,7 @@ BUILTIN: dict[str, str] = {
     "api": "connectors.api:ApiConnector",
     "email": "connectors.email:EmailConnector",
     "telegram": "connectors.telegram:TelegramConnector",
+    "x": "connectors.x:XConnector",
 }
 
 

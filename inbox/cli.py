@@ -193,13 +193,15 @@ def run(args: argparse.Namespace) -> int:
         )
         sup.start("mail listener (IMAP IDLE)", [PY, "manage.py", "listen_mail"], env)
         sup.start("Telegram poller (getUpdates)", [PY, "manage.py", "listen_telegram"], env)
+        sup.start("X poller (DMs and mentions)", [PY, "manage.py", "listen_x"], env)
         if not _wait_port(web_port, 30):
             raise SystemExit("the web server did not start within 30 s")
         base = f"http://{args.host}:{web_port}"
         _log("ready:")
         print(f"    admin          {base}/admin/   (channels, queues, agents, dead-lettered events)")
         print(f"    agent API      {base}/api/agent/conversations")
-        print(f"    web chat API   {base}/api/webchat/v1/<channel key>/sessions")
+        print(f"    web chat demo  {base}/demo/   (a sample company page with the widget; ?lang=ar for right-to-left)")
+        print(f'    widget tag     <script async src="{base}/widget.js" data-key="<channel key>"></script>')
         print(f"    health         {base}/healthz")
         print("    logins         admin, manager, agent-en, agent-es, agent-zh, agent-ru  (password: switchboard-demo)")
         print("    stop           Ctrl-C", flush=True)

@@ -6,7 +6,7 @@ The app object lives here, in ``inbox``, so that services can enqueue by task *n
 Every enqueue happens after the surrounding transaction commits (``transaction.on_commit``), as Zulip's
 ``queue_event_on_commit`` does: a task never runs before the rows it names are visible, and a rolled-back
 transaction enqueues nothing. The price is that a crash between commit and enqueue loses the broker message;
-that loss is made harmless by the beat sweeper (``inbox/conversations/services.py: sweep_stuck_work``), which
+that loss is made harmless by the beat sweeper (``inbox/conversations/services/sweep.py: sweep_stuck_work``), which
 re-enqueues any event or delivery that waited too long — the database is the source of truth.
 """
 

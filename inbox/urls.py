@@ -15,11 +15,21 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     # Web chat visitor API (the widget).
+    path("api/webchat/v1/<str:public_id>/config", webchat_views.config, name="webchat-config"),
     path("api/webchat/v1/<str:public_id>/sessions", webchat_views.session_create, name="webchat-session"),
     path("api/webchat/v1/messages", webchat_views.messages, name="webchat-messages"),
+    path("api/webchat/v1/attachments", webchat_views.attachments, name="webchat-attachments"),
+    path("api/webchat/v1/attachments/<int:attachment_id>", webchat_views.attachment, name="webchat-attachment"),
+    path("api/webchat/v1/status", webchat_views.status, name="webchat-status"),
+    path("api/webchat/v1/contact", webchat_views.contact, name="webchat-contact"),
+    # The widget script (one tag on the customer's site) and a sample page with it.
+    path("widget.js", webchat_views.widget_js, name="webchat-widget"),
+    path("static/switchboard/widget.js", webchat_views.widget_js),
+    path("demo/", webchat_views.demo, name="webchat-demo"),
     # Channel webhooks.
     path("api/channels/<str:public_id>/events", webhooks.api_channel_events, name="api-channel-events"),
     path("api/channels/<str:public_id>/telegram", webhooks.telegram_webhook, name="telegram-webhook"),
+    path("api/channels/<str:public_id>/x", webhooks.x_webhook, name="x-webhook"),
     # Agents.
     path("api/agent/session", agent_views.session, name="agent-session"),
     path("api/agent/conversations", agent_views.conversation_list, name="agent-conversations"),

@@ -59,6 +59,10 @@ def test_run_starts_everything_on_embedded_defaults_and_stops_on_ctrl_c(tmp_path
 
             base = f"http://127.0.0.1:{port}"
             with httpx.Client(base_url=base, timeout=10) as visitor:
+                demo_page = visitor.get("/demo/")  # the sample company page with the one widget tag
+                assert demo_page.status_code == 200 and f'data-key="{key}"' in demo_page.text
+                script = visitor.get("/static/switchboard/widget.js")
+                assert script.status_code == 200 and "javascript" in script.headers["content-type"]
                 token = visitor.post(f"/api/webchat/v1/{key}/sessions", json={}).json()["token"]
                 auth = {"Authorization": f"Bearer {token}"}
                 text = "Hola, no puedo retirar mis fondos desde ayer, ¿me ayudan por favor?"

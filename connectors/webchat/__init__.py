@@ -6,12 +6,14 @@ to the visitor's open sockets — the visitor's REST history reads the stored me
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
 from connectors.base import (
     ConnectorContext,
+    InboundAttachment,
     InboundMessage,
     OutboundMessage,
     PermanentError,
@@ -43,6 +45,21 @@ class WebchatConnector:
             except ValueError as exc:
                 raise PermanentError(f"field 'sent_at' is not an ISO 8601 time: {payload['sent_at']!r}") from exc
         hints = tuple(h for h in (payload.get("accept_language"),) if isinstance(h, str) and h)
+        attachments = []
+        for index, item in enumerate(payload.get("attachments") or [], start=1):
+            if not isinstance(item, Mapping) or not isinstance(item.get("content_b64"), str):
+                raise PermanentError(f"attachment {index} has no content_b64")
+            try:
+                content = base64.b64decode(item["content_b64"], validate=True)
+            except ValueError as exc:
+                raise PermanentError(f"attachment {index} is not valid base64") from exc
+            attachments.append(
+                InboundAttachment(
+                    filename=str(item.get("filename") or f"file-{index}"),
+                    content_type=str(item.get("content_type") or "application/octet-stream"),
+                    content=content,
+                )
+            )
         return [
             InboundMessage(
                 external_id=f"{visitor}:{client_id}",
@@ -54,13 +71,19 @@ class WebchatConnector:
                 text=text,
                 sent_at=sent_at,
                 language_hints=hints,
+                attachments=tuple(attachments),
                 metadata={"client_id": client_id},
             )
         ]
 
     def send(self, message: OutboundMessage) -> SendResult:
+        """Publish the reply to the visitor's open widgets (every tab). ``metadata["event"]`` is the message as the
+        visitor API shows it; the widget drops what it already has, so a retried send shows once."""
         if self.context.publish is not None:
-            self.context.publish(
-                message.recipient, {"type": "message", "id": message.idempotency_key, "text": message.text}
-            )
+            event = message.metadata.get("event") or {
+                "id": message.idempotency_key,
+                "from": "agent",
+                "text": message.text,
+            }
+            self.context.publish(message.recipient, {"type": "message", "message": dict(event)})
         return SendResult(provider_id=message.idempotency_key)

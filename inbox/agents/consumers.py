@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from inbox.agents.selectors import profile_of, sees_everything
+from inbox.agents.services import agent_typing
 from inbox.conversations.realtime import MANAGERS_GROUP, agent_group, queue_group
 
 
@@ -45,3 +46,17 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
 
     async def inbox_event(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """{"type": "typing", "conversation": id, "state": bool}: shown in that conversation's web chat widget."""
+        if not isinstance(content, dict) or content.get("type") != "typing":
+            await self.send_json({"type": "error", "error": "agents send only typing frames here"})
+            return
+        try:
+            conversation_id = int(content.get("conversation"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            await self.send_json({"type": "error", "error": "typing needs a conversation id"})
+            return
+        await database_sync_to_async(agent_typing)(
+            user=self.scope["user"], conversation_id=conversation_id, state=bool(content.get("state"))
+        )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.db import transaction
 
+from inbox.agents.selectors import conversations_visible_to
+from inbox.conversations.realtime import publish, visitor_group
 from inbox.routing.models import AgentProfile, AgentQueue
 
 
@@ -39,3 +42,13 @@ def agent_upsert(
             raise ValueError(f"no queue for language(s) {', '.join(sorted(missing))}")
         profile.queues.set(queues)
     return user  # type: ignore[return-value]
+
+
+def agent_typing(*, user: Any, conversation_id: int, state: bool) -> bool:
+    """An agent is typing in a conversation they can see: its web chat visitor sees "typing...". Returns whether
+    it was relayed (only to a web chat visitor, only for a conversation visible to this agent)."""
+    conversation = conversations_visible_to(user).select_related("identity").filter(pk=conversation_id).first()
+    if conversation is None or conversation.identity.kind != "webchat":
+        return False
+    publish([visitor_group(conversation.identity.handle)], {"type": "typing", "from": "agent", "state": state})
+    return True

@@ -17,10 +17,12 @@ from django.views.decorators.http import require_http_methods
 
 from inbox.agents.selectors import conversation_messages, conversations_visible_to
 from inbox.common.http import BadRequest, error, field_str, json_body
+from inbox.conversations.channels import connector_for, reply_mode
 from inbox.conversations.models import Conversation, Message
 from inbox.conversations.services import (
     ReplyFile,
     ReplyRefused,
+    conversation_move_to_private,
     conversation_set_language,
     conversation_set_status,
     reply_create,
@@ -122,10 +124,31 @@ def conversation_detail(request: HttpRequest, conversation_id: int) -> JsonRespo
         return error("no such conversation", 404)
     return JsonResponse(
         {
-            "conversation": _conversation_json(conversation),
+            "conversation": {**_conversation_json(conversation), "reply_mode": _reply_mode_json(conversation)},
             "messages": [_message_json(m) for m in conversation_messages(conversation=conversation)],
         }
     )
+
+
+def _reply_mode_json(c: Conversation) -> dict[str, Any]:
+    """What the composer shows: who will see the reply (private / public) and how long it may be."""
+    mode = reply_mode(connector_for(c.account), c.thread_key)
+    return {
+        "visibility": mode.visibility,
+        "label": mode.label,
+        "max_text_length": mode.max_text_length,
+        "max_thread_parts": mode.max_thread_parts,
+        "can_move_to_private": bool(mode.private_thread_key),
+    }
+
+
+def _flag(data: dict[str, Any], name: str) -> bool:
+    value = data.get(name, False)
+    if isinstance(value, str):  # multipart form fields
+        value = value.strip().lower() in ("1", "true", "yes", "on")
+    if not isinstance(value, bool):
+        raise BadRequest(f"'{name}' must be true or false")
+    return value
 
 
 @require_http_methods(["POST"])
@@ -137,7 +160,12 @@ def conversation_reply(request: HttpRequest, conversation_id: int) -> JsonRespon
     files: list[ReplyFile] = []
     if (request.content_type or "") == "multipart/form-data":
         # A reply with attachments: fields "text", optional "reply_to", and any number of "files".
-        data: dict[str, Any] = {"text": request.POST.get("text"), "reply_to": request.POST.get("reply_to") or None}
+        data: dict[str, Any] = {
+            "text": request.POST.get("text"),
+            "reply_to": request.POST.get("reply_to") or None,
+            "thread": request.POST.get("thread", "false"),
+            "private": request.POST.get("private", "false"),
+        }
         uploads = request.FILES.getlist("files")
         if len(uploads) > MAX_REPLY_FILES:
             raise BadRequest(f"at most {MAX_REPLY_FILES} files per reply")
@@ -153,12 +181,29 @@ def conversation_reply(request: HttpRequest, conversation_id: int) -> JsonRespon
         reply_to = conversation.messages.filter(pk=data["reply_to"], direction=Message.Direction.INBOUND).first()
         if reply_to is None:
             raise BadRequest("'reply_to' is not a customer message of this conversation")
-    message = reply_create(conversation=conversation, author=_user(request), text=text, reply_to=reply_to, files=files)
+    if _flag(data, "private"):
+        # "Move to DM": answer a public conversation (an X mention) by private message instead.
+        if reply_to is not None:
+            raise BadRequest("'reply_to' does not apply to a reply moved to a private message")
+        message = conversation_move_to_private(conversation=conversation, author=_user(request), text=text, files=files)
+    else:
+        message = reply_create(
+            conversation=conversation,
+            author=_user(request),
+            text=text,
+            reply_to=reply_to,
+            files=files,
+            thread=_flag(data, "thread"),
+        )
     message = Message.objects.select_related("delivery").get(pk=message.pk)
     body = _message_json(message)
     body["attachments"] = [
         {"filename": a.filename, "content_type": a.content_type, "size": a.size} for a in message.attachments.all()
     ]
+    # A reply moved to a private message lives in another conversation: say which.
+    body["conversation"] = message.conversation_id
+    body["visibility"] = message.metadata.get("visibility", "private")
+    body["thread"] = bool(message.metadata.get("thread"))
     return JsonResponse({"message": body}, status=201)
 
 

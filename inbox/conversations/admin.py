@@ -23,6 +23,7 @@ from inbox.conversations.models import (
     OutboundDelivery,
 )
 from inbox.conversations.telegram import telegram_webhook_set
+from inbox.conversations.x import x_webhook_register
 
 
 def _secret_names() -> dict[str, list[str]]:
@@ -93,7 +94,7 @@ class ChannelAccountAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "is_active", "health", "health_detail", "paused_until", "public_id")
     list_filter = ("kind", "is_active", "health")
     readonly_fields = ("public_id", "cursor", "health", "health_detail", "health_checked_at", "paused_until")
-    actions = ["test_connection", "telegram_register_webhook"]
+    actions = ["test_connection", "telegram_register_webhook", "x_register_webhook"]
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         # The secret inputs are the form's declared fields, not model fields: list them for the admin's layout.
@@ -115,6 +116,24 @@ class ChannelAccountAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{account}: webhook not set: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{account}: Telegram will post updates to {url}", messages.SUCCESS)
+
+    @admin.action(description="X: register the Account Activity webhook and subscribe the account (webhook mode)")
+    def x_register_webhook(self, request: HttpRequest, queryset: QuerySet[ChannelAccount]) -> None:
+        for account in queryset:
+            if account.kind != "x":
+                self.message_user(request, f"{account}: not an X channel", messages.WARNING)
+                continue
+            try:
+                result = x_webhook_register(account=account)
+            except ConnectorError as exc:
+                self.message_user(request, f"{account}: webhook not registered: {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"{account}: X posts this account's DMs and mentions to {result.get('url')} "
+                    f"(webhook {result.get('webhook_id')}, subscribed: {result.get('subscribed')})",
+                    messages.SUCCESS,
+                )
 
     @admin.action(description="Test connection (reports exactly which step fails)")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[ChannelAccount]) -> None:

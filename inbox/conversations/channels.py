@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
-from connectors.base import Connector, ConnectorContext, Diagnosable, DiagnosticStep
+from connectors.base import Connector, ConnectorContext, Diagnosable, DiagnosticStep, HasReplyModes, ReplyMode
 from connectors.email.tokens import read_token
 from connectors.registry import Registry, parse_extra
 from inbox.conversations.models import ChannelAccount
@@ -42,6 +42,23 @@ def context() -> ConnectorContext:
 def connector_for(account: ChannelAccount) -> Connector:
     cls = registry().get(account.kind)
     return cls(settings=account.settings, secrets=account.secrets, context=context())
+
+
+def reply_mode(connector: Connector, thread_key: str) -> ReplyMode:
+    """How a reply in a conversation of this thread goes out: who sees it and its length limit (the composer shows
+    the label). Channels without public conversations: private, their class's max_text_length."""
+    if isinstance(connector, HasReplyModes):
+        return connector.reply_mode(thread_key)
+    cls = connector.__class__
+    return ReplyMode(visibility="private", label=f"{cls.label} reply", max_text_length=cls.max_text_length)
+
+
+def text_length(connector: Connector, mode: ReplyMode, text: str) -> int:
+    """The text's length as the channel counts it for this mode: public posts by the channel's own rule (X:
+    weighted, URLs as 23, CJK and emoji as 2); private messages by characters."""
+    if mode.visibility == "public" and isinstance(connector, HasReplyModes):
+        return connector.text_length(text)
+    return len(text)
 
 
 def reply_token_read(value: str) -> int | None:

@@ -13,7 +13,7 @@ from connectors import api as api_connector
 from inbox.common.http import error
 from inbox.conversations.channels import connector_for
 from inbox.conversations.models import ChannelAccount
-from inbox.conversations.services import inbound_event_record
+from inbox.conversations.services import inbound_event_record, inbound_events_record
 
 MAX_BODY = 512 * 1024
 
@@ -73,3 +73,59 @@ def telegram_webhook(request: HttpRequest, public_id: str) -> JsonResponse:
         return error("body must be a Telegram Update with an integer update_id", 400)
     created = inbound_event_record(account=account, external_id=str(update["update_id"]), payload=update)
     return JsonResponse({"ok": True, "duplicate": not created})
+
+
+X_SIGNATURE_HEADER = "X-Twitter-Webhooks-Signature"
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def x_webhook(request: HttpRequest, public_id: str) -> JsonResponse:
+    """X's Account Activity webhook. GET is the CRC challenge (answered with the HMAC of crc_token under the app's
+    consumer secret); every POST must carry a valid x-twitter-webhooks-signature over the raw body, checked before
+    anything is parsed or stored. Each DM / post in the body is stored as its own event under the id polling would
+    give it (dm:<id>, tweet:<id>), so a redelivery or an overlap with polling is stored once."""
+    account = ChannelAccount.objects.filter(public_id=public_id, kind="x", is_active=True).first()
+    if account is None:
+        return error("no active X channel has this id", 404)
+    connector: Any = connector_for(account)
+    if request.method == "GET":
+        crc_token = request.GET.get("crc_token", "")
+        if not crc_token:
+            return error("missing crc_token", 400)
+        return JsonResponse(connector.crc_response(crc_token))
+    body = request.body
+    received = request.headers.get(X_SIGNATURE_HEADER)
+    if not received:
+        return error("missing x-twitter-webhooks-signature header", 401)
+    if not connector.verify_signature(body, received):
+        return error("wrong signature", 403)
+    if len(body) > MAX_BODY:
+        return error(f"body larger than {MAX_BODY} bytes", 413)
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return error(f"body is not valid JSON: {exc}", 400)
+    if not isinstance(payload, dict):
+        return error("body must be a JSON object (an Account Activity event)", 400)
+    target = x_account_for_user(account, str(payload.get("for_user_id") or ""))
+    if target is None:
+        # One app's webhook carries every subscribed account: this one is not connected here. Acknowledge it,
+        # or X would retry it.
+        return JsonResponse({"accepted": 0, "ignored": ["for_user_id of no active X channel"]})
+    events, ignored = connector.split_webhook(payload)
+    new = inbound_events_record(account=target, events=events) if events else []
+    return JsonResponse({"accepted": len(new), "duplicates": len(events) - len(new), "ignored": ignored})
+
+
+def x_account_for_user(account: ChannelAccount, for_user_id: str) -> ChannelAccount | None:
+    """The X channel an Account Activity event belongs to: this one, or another active X channel of the same app
+    whose user it is. None when no channel has that user (never stored under the wrong account)."""
+    own = str(account.settings.get("user_id") or "")
+    if not for_user_id or for_user_id == own:
+        return account
+    other = ChannelAccount.objects.filter(kind="x", is_active=True, settings__user_id=for_user_id).first()
+    if other is not None:
+        return other
+    # This channel's own id is not known yet (never tested nor polled): the event can only be its own.
+    return None if own else account

@@ -18,6 +18,7 @@ from inbox.conversations.realtime import (
     collect_on_commit,
     publish_on_commit,
     queue_group,
+    visitor_group,
 )
 from inbox.routing import langid
 from inbox.routing.models import AgentProfile, AgentQueue
@@ -103,8 +104,10 @@ def queue_assign(*, queue_id: int, conversation_ids: Iterable[int] | None = None
         if max(room.values()) <= 0:
             return []
         since = {user_id: changed or _EPOCH for user_id, _, changed in agents}
-        waiting = Conversation.objects.select_for_update(skip_locked=True, of=("self",)).filter(
-            queue_id=queue_id, assignee__isnull=True, status=Conversation.Status.OPEN
+        waiting = (
+            Conversation.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("identity")
+            .filter(queue_id=queue_id, assignee__isnull=True, status=Conversation.Status.OPEN)
         )
         if conversation_ids is not None:
             waiting = waiting.filter(pk__in=list(conversation_ids))
@@ -125,6 +128,12 @@ def queue_assign(*, queue_id: int, conversation_ids: Iterable[int] | None = None
                 [agent_group(user_id), queue_group(queue_id), MANAGERS_GROUP],
                 {"type": "conversation.assigned", "conversation": conversation.pk, "assignee": user_id},
             )
+            if conversation.identity.kind == "webchat":
+                # The visitor's widget stops showing a place in the queue.
+                publish_on_commit(
+                    [visitor_group(conversation.identity.handle)],
+                    {"type": "status", "assigned": True, "queue": {"position": None, "expected_wait_seconds": None}},
+                )
             assigned.append(conversation.pk)
     return assigned
 

@@ -394,3 +394,54 @@ def test_bounce_marks_the_reply_failed_and_is_noted_on_its_conversation(live_wor
     assert "gone@customer.test" in note.text
     # No conversation was opened with the mailer daemon.
     assert not Conversation.objects.filter(identity__handle__icontains="mailer-daemon").exists()
+
+
+def test_web_chat_visitor_who_chose_email_gets_the_reply_by_email(live_worker, mailbox, smtp) -> None:
+    """The widget's "continue by email": the agent answers in the chat as usual; the reply reaches the visitor's
+    widget and, through the chat channel's e-mail account, their mailbox."""
+    import json as jsonlib
+    import uuid
+
+    demo = make_demo()
+    email = email_account(mailbox, smtp)
+    demo.webchat.settings = {**demo.webchat.settings, "email_channel": email.name, "team_name": "Example"}
+    demo.webchat.save()
+    visitor = Client()
+    token = visitor.post(
+        f"/api/webchat/v1/{demo.webchat.public_id}/sessions", "{}", content_type="application/json"
+    ).json()["token"]
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    posted = visitor.post(
+        "/api/webchat/v1/messages",
+        jsonlib.dumps({"text": SPANISH, "client_id": str(uuid.uuid4())}),
+        content_type="application/json",
+        **auth,
+    )
+    assert posted.status_code == 202
+    conversation = wait_for(
+        lambda: Conversation.objects.filter(account=demo.webchat, assignee__isnull=False).first(), what="assigned"
+    )
+    chosen = visitor.post(
+        "/api/webchat/v1/contact",
+        jsonlib.dumps({"email": "lucia@customer.test"}),
+        content_type="application/json",
+        **auth,
+    )
+    assert chosen.json() == {"email": "lucia@customer.test", "emailed": True}
+    agent = Client()
+    agent.force_login(demo.agent_es)
+    reply = agent.post(
+        f"/api/agent/conversations/{conversation.pk}/reply",
+        jsonlib.dumps({"text": "¡Hola Lucía! Ya está resuelto."}),
+        content_type="application/json",
+    )
+    assert reply.status_code == 201
+    wait_for(lambda: len(smtp.messages) == 1, what="the e-mailed copy")
+    assert smtp.messages[0].recipients == ["lucia@customer.test"]
+    sent = smtp.messages[0].message
+    assert sent["Subject"] == "Your chat with Example"
+    assert "¡Hola Lucía! Ya está resuelto." in sent.get_body(("plain",)).get_content()
+    wait_for(
+        lambda: OutboundDelivery.objects.filter(message_id=reply.json()["message"]["id"], state="sent").exists(),
+        what="the delivery sent",
+    )

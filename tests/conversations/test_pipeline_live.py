@@ -78,9 +78,9 @@ def test_visitor_in_spanish_reaches_the_spanish_agent_and_reads_the_reply(live_w
     )
 
     seen = visitor.get("/api/webchat/v1/messages", HTTP_AUTHORIZATION=f"Bearer {token}").json()["messages"]
-    assert [(m["from"], m["text"], m["state"]) for m in seen] == [
+    assert [(m["from"], m["text"], m["author"]) for m in seen] == [
         ("visitor", SPANISH, None),
-        ("agent", "¡Hola! Ya estamos revisando tu retiro.", "sent"),
+        ("agent", "¡Hola! Ya estamos revisando tu retiro.", demo.agent_es.get_username()),
     ]
     detail = agent.get(f"/api/agent/conversations/{conversation.pk}").json()
     assert detail["messages"][1]["delivery"]["state"] == "sent"
@@ -195,7 +195,7 @@ def test_rate_limit_pauses_the_account_for_every_send(live_worker) -> None:
             lambda: [d for d in deliveries.all() if d.state == OutboundDelivery.State.RETRY_WAIT],
             what="a delivery waiting for the rate limit",
         )
-        assert "rate limited" in waiting[0].last_error
+        assert "rate limit; sends at" in waiting[0].last_error
 
         def all_sent() -> bool:
             app.send_task(SWEEP)

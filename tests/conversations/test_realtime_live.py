@@ -64,6 +64,9 @@ def test_agent_and_visitor_get_live_events(live_worker, web_server) -> None:
                 assert posted.status_code == 202
                 created = receive_until(agent_ws, lambda e: e.get("type") == "conversation.created")
                 assert created["language"] == "es" and created["queue"] == demo.queues["es"].pk
+                # The visitor's own widgets (every tab) get the stored message with its id.
+                echo = receive_until(visitor_ws, lambda e: e.get("type") == "message")
+                assert echo["message"]["from"] == "visitor" and echo["message"]["text"] == SPANISH
 
                 reply = agent.post(
                     f"/api/agent/conversations/{created['conversation']}/reply",
@@ -71,8 +74,11 @@ def test_agent_and_visitor_get_live_events(live_worker, web_server) -> None:
                     headers={"X-CSRFToken": agent.cookies["csrftoken"]},
                 )
                 assert reply.status_code == 201, reply.text
-                pushed = receive_until(visitor_ws, lambda e: e.get("type") == "message")
-                assert pushed["text"] == "¡Hola! Lo revisamos."
+                pushed = receive_until(
+                    visitor_ws, lambda e: e.get("type") == "message" and e["message"]["from"] == "agent"
+                )
+                assert pushed["message"]["text"] == "¡Hola! Lo revisamos."
+                assert pushed["message"]["from"] == "agent" and pushed["message"]["id"] == reply.json()["message"]["id"]
                 sent = receive_until(agent_ws, lambda e: e.get("type") == "delivery.updated")
                 assert sent["state"] == "sent"
 
@@ -80,3 +86,44 @@ def test_agent_and_visitor_get_live_events(live_worker, web_server) -> None:
             with connect(f"{ws_base}/ws/webchat/") as intruder:
                 intruder.send(json.dumps({"token": "forged"}))
                 assert json.loads(intruder.recv(timeout=10))["type"] == "error"
+
+
+def test_websocket_messages_are_acknowledged_once_and_typing_goes_both_ways(live_worker, web_server) -> None:
+    from inbox.conversations.models import Message
+
+    demo = make_demo()
+    base = web_server.url
+    ws_base = base.replace("http://", "ws://")
+    with httpx.Client(base_url=base, timeout=10) as agent, httpx.Client(base_url=base, timeout=10) as visitor:
+        agent.get("/api/agent/session")
+        agent.post(
+            "/api/agent/session",
+            json={"username": "ana", "password": PASSWORD},
+            headers={"X-CSRFToken": agent.cookies["csrftoken"]},
+        )
+        cookie = "; ".join(f"{k}={v}" for k, v in agent.cookies.items())
+        token = visitor.post(f"/api/webchat/v1/{demo.webchat.public_id}/sessions", json={}).json()["token"]
+        with (
+            connect(f"{ws_base}/ws/agent/", additional_headers={"Cookie": cookie}) as agent_ws,
+            connect(f"{ws_base}/ws/webchat/") as visitor_ws,
+        ):
+            visitor_ws.send(json.dumps({"type": "auth", "token": token}))
+            assert json.loads(visitor_ws.recv(timeout=10)) == {"type": "ready"}
+            client_id = str(uuid.uuid4())
+            for attempt in range(3):  # a widget resending after a lost ack: stored once
+                visitor_ws.send(json.dumps({"type": "message", "client_id": client_id, "text": SPANISH}))
+                ack = receive_until(visitor_ws, lambda e: e.get("type") == "ack")
+                assert ack == {"type": "ack", "client_id": client_id, "duplicate": attempt > 0}
+            created = receive_until(agent_ws, lambda e: e.get("type") == "conversation.created")
+            visitor_ws.send(json.dumps({"type": "typing", "state": True}))
+            typing = receive_until(agent_ws, lambda e: e.get("type") == "visitor.typing")
+            assert typing == {"type": "visitor.typing", "conversation": created["conversation"], "state": True}
+            agent_ws.send(json.dumps({"type": "typing", "conversation": created["conversation"], "state": True}))
+            assert receive_until(visitor_ws, lambda e: e.get("type") == "typing") == {
+                "type": "typing",
+                "from": "agent",
+                "state": True,
+            }
+            visitor_ws.send(json.dumps({"type": "message", "client_id": "nope", "text": "hola"}))
+            assert "UUID" in receive_until(visitor_ws, lambda e: e.get("type") == "error")["error"]
+    assert Message.objects.filter(account=demo.webchat, direction="in").count() == 1

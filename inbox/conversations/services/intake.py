@@ -1,6 +1,6 @@
-"""Writes for the message pipeline: receive -> persist -> process -> route; reply -> deliver; sweep.
+"""Receive -> persist -> process -> ingest -> route: the inbound half of the pipeline.
 
-The rules this file keeps (docs/architecture.md):
+The rules this module keeps (docs/architecture.md):
 - a raw event is a row (UNIQUE(account, external_id)) before anyone is told it arrived;
 - processing is idempotent: an event is claimed with a lease, processed in one transaction, and a message
   can exist only once per (account, external id);
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import mimetypes
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,22 +20,15 @@ from typing import Any
 
 import nh3
 from django.conf import settings
-from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Q, Subquery
 from django.utils import timezone
 
 from connectors.base import (
-    AssignsOutboundIds,
-    ConnectorError,
     InboundMessage,
-    OutboundMessage,
     PermanentError,
-    RateLimited,
-    TransientError,
 )
-from connectors.email.parse import sniff_content_type
 from inbox.conversations.channels import connector_for, reply_token_read
 from inbox.conversations.models import (
     Attachment,
@@ -49,17 +41,20 @@ from inbox.conversations.models import (
     Message,
     OutboundDelivery,
 )
+from inbox.conversations.public import message_public_json
 from inbox.conversations.realtime import (
     MANAGERS_GROUP,
     agent_group,
     collect_on_commit,
     publish_on_commit,
     queue_group,
+    visitor_group,
 )
 from inbox.routing.services import conversation_route, language_detect, queue_assign
-from inbox.taskqueue import ASSIGN_WAITING, FETCH_FILES, PROCESS_INBOUND, SEND_DELIVERY, enqueue, enqueue_on_commit
+from inbox.taskqueue import FETCH_FILES, PROCESS_INBOUND, enqueue, enqueue_on_commit
 
 logger = logging.getLogger(__name__)
+
 
 # A message confidently detected in another language moves an unassigned conversation to that queue.
 LANGUAGE_SWITCH_CONFIDENCE = 0.9
@@ -512,19 +507,22 @@ def message_ingest(
         inbound_event=event,
         sent_at=inbound.sent_at,
     )
-    for attachment in inbound.attachments:
+    stored = [
         _attachment_store(
             message=message,
             filename=attachment.filename,
             content_type=attachment.content_type,
             content=attachment.content,
         )
+        for attachment in inbound.attachments
+    ]
 
     now = timezone.now()
     conversation.last_message_at = now
     # An automatic message (out-of-office, bounce: RFC 3834) is kept, but nobody is waiting for an answer to it.
     if conversation.waiting_since is None and not inbound.metadata.get("auto_submitted"):
-        conversation.waiting_since = now
+        # Waiting since we received it (not since a batch got to it): the queue is first come, first served.
+        conversation.waiting_since = min(event.received_at, now) if event is not None else now
     if conversation.status in (Conversation.Status.PENDING, Conversation.Status.SNOOZED):
         conversation.status = Conversation.Status.OPEN
     conversation.save(update_fields=["last_message_at", "waiting_since", "status"])
@@ -557,6 +555,11 @@ def message_ingest(
         groups.append(queue_group(conversation.queue_id))
     if conversation.assignee_id:
         groups.append(agent_group(conversation.assignee_id))
+    if identity.kind == "webchat":
+        # The visitor's other tabs (and the one that sent it) see the stored message, with its id and files.
+        publish_on_commit(
+            [visitor_group(identity.handle)], {"type": "message", "message": message_public_json(message, stored)}
+        )
     publish_on_commit(
         groups,
         {
@@ -611,337 +614,3 @@ def message_files_fetch(*, message_id: int) -> int:
         metadata={**message.metadata, "files_fetched": True, "dropped_files": dropped}
     )
     return kept
-
-
-# --- Reply ------------------------------------------------------------------------------------------------
-class ReplyRefused(ValueError):
-    """The reply cannot be sent as written (too long for the channel, conversation closed...). Shown as is."""
-
-
-@dataclass(frozen=True)
-class ReplyFile:
-    filename: str
-    content: bytes
-
-
-def reply_create(
-    *,
-    conversation: Conversation,
-    author: User,
-    text: str,
-    reply_to: Message | None = None,
-    files: Sequence[ReplyFile] = (),
-) -> Message:
-    """An agent's reply: a Message (with its attachments) and its OutboundDelivery, sent by a worker after commit.
-
-    Attachment types are taken from the bytes (magic numbers), never from the agent's file name.
-    """
-    text = text.strip()
-    if not text and not files:
-        raise ReplyRefused("the reply is empty")
-    connector = connector_for(conversation.account)
-    connector_cls = connector.__class__
-    limit = connector_cls.max_text_length
-    if len(text) > limit:
-        raise ReplyRefused(f"{connector_cls.label} allows {limit} characters; this reply has {len(text)}")
-    now = timezone.now()
-    with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        message = Message.objects.create(
-            account_id=locked.account_id,
-            conversation=locked,
-            direction=Message.Direction.OUTBOUND,
-            author=author,
-            text=text,
-            language=locked.language,
-            language_confidence=1.0,
-            reply_to=reply_to,
-        )
-        if isinstance(connector, AssignsOutboundIds):
-            message.external_id = connector.outbound_id(conversation_id=locked.pk, idempotency_key=str(message.uuid))
-            message.save(update_fields=["external_id"])
-        for item in files:
-            _attachment_store(
-                message=message,
-                filename=item.filename,
-                content_type=sniff_content_type(item.content, mimetypes.guess_type(item.filename)[0] or ""),
-                content=item.content,
-            )
-        delivery = OutboundDelivery.objects.create(message=message, account_id=locked.account_id)
-        locked.last_message_at = now
-        locked.waiting_since = None
-        fields = ["last_message_at", "waiting_since"]
-        if locked.first_response_at is None:
-            locked.first_response_at = now
-            fields.append("first_response_at")
-        if locked.assignee_id is None:
-            locked.assignee_id = author.pk
-            fields.append("assignee")
-        if locked.status != Conversation.Status.OPEN:
-            locked.status = Conversation.Status.OPEN
-            locked.resolved_at = None
-            fields += ["status", "resolved_at"]
-        locked.save(update_fields=fields)
-        enqueue_on_commit(SEND_DELIVERY, delivery.pk)
-        publish_on_commit(
-            [MANAGERS_GROUP, *([queue_group(locked.queue_id)] if locked.queue_id else [])],
-            {"type": "message.created", "conversation": locked.pk, "message": message.pk},
-        )
-    return message
-
-
-# --- Deliver ----------------------------------------------------------------------------------------------
-def _delivery_update(delivery_id: int, **fields: Any) -> None:
-    OutboundDelivery.objects.filter(pk=delivery_id).update(**fields)
-
-
-def delivery_attempt(*, delivery_id: int) -> str:
-    """Claim one delivery and call the provider once. Returns the resulting state.
-
-    The claim is one conditional UPDATE, so of any number of workers handed the same id exactly one sends.
-    """
-    now = timezone.now()
-    claimed = (
-        OutboundDelivery.objects.filter(pk=delivery_id, state__in=OutboundDelivery.CLAIMABLE)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(state=OutboundDelivery.State.SENDING, claimed_at=now, attempts=F("attempts") + 1)
-    )
-    if not claimed:
-        return "skipped"
-    delivery = OutboundDelivery.objects.select_related(
-        "account", "message", "message__conversation", "message__conversation__identity"
-    ).get(pk=delivery_id)
-    account = delivery.account
-    if account.paused_until and account.paused_until > now:
-        _delivery_update(
-            delivery_id,
-            state=OutboundDelivery.State.RETRY_WAIT,
-            next_attempt_at=account.paused_until,
-            attempts=F("attempts") - 1,
-            last_error=f"rate limited by the provider; sends at {account.paused_until:%H:%M:%S} UTC",
-        )
-        return OutboundDelivery.State.RETRY_WAIT
-    message = delivery.message
-    conversation = message.conversation
-    connector = connector_for(account)
-    interval = float(getattr(connector, "per_chat_interval", 0.0) or 0.0)
-    if interval > 0:
-        # Take this chat's next send slot, or wait for it (with the attempt given back: waiting is no failure).
-        took = (
-            Conversation.objects.filter(pk=conversation.pk)
-            .filter(Q(next_send_at__isnull=True) | Q(next_send_at__lte=now))
-            .update(next_send_at=now + timedelta(seconds=interval))
-        )
-        if not took:
-            slot = Conversation.objects.values_list("next_send_at", flat=True).get(pk=conversation.pk) or now
-            _delivery_update(
-                delivery_id,
-                state=OutboundDelivery.State.RETRY_WAIT,
-                next_attempt_at=slot,
-                attempts=F("attempts") - 1,
-                last_error="",
-            )
-            enqueue(SEND_DELIVERY, delivery_id, countdown=max(0.0, (slot - now).total_seconds()))
-            return OutboundDelivery.State.RETRY_WAIT
-    # Channels that thread replies answer the message the agent picked, else the customer's latest one.
-    anchors = conversation.messages.filter(direction=Message.Direction.INBOUND)
-    anchor = (
-        anchors.filter(pk=message.reply_to_id).first()
-        if message.reply_to_id
-        else anchors.filter(id__lt=message.pk).order_by("-id").first()
-    )
-    references = [*(anchor.metadata.get("references") or []), anchor.external_id] if anchor is not None else []
-    outbound = OutboundMessage(
-        idempotency_key=str(message.uuid),
-        recipient=conversation.identity.handle,
-        text=message.text,
-        subject=conversation.subject,
-        reply_to_external_id=anchor.external_id if anchor is not None else "",
-        thread_key=conversation.thread_key,
-        metadata={
-            "attachments": [
-                {"filename": a.filename, "content_type": a.content_type, "content": a.file.read()}
-                for a in message.attachments.all()
-            ],
-            "message_id": message.external_id,
-            "in_reply_to": anchor.external_id if anchor is not None else "",
-            "references": [r for r in references if r][-20:],
-        },
-    )
-    try:
-        result = connector.send(outbound)
-    except RateLimited as exc:
-        until = timezone.now() + timedelta(seconds=max(1.0, exc.retry_after))
-        # Pause the whole account for every worker: never move the pause earlier than another worker set it.
-        ChannelAccount.objects.filter(pk=account.pk).filter(
-            Q(paused_until__isnull=True) | Q(paused_until__lt=until)
-        ).update(paused_until=until)
-        state = _retry_or_fail(delivery, f"rate limited by the provider; sends at {until:%H:%M:%S} UTC", until)
-    except TransientError as exc:
-        if exc.maybe_delivered:
-            _delivery_update(
-                delivery_id,
-                state=OutboundDelivery.State.UNCERTAIN,
-                last_error=f"may or may not have been delivered: {exc}",
-            )
-            state = OutboundDelivery.State.UNCERTAIN
-        else:
-            when = timezone.now() + timedelta(seconds=backoff_seconds(delivery.attempts))
-            state = _retry_or_fail(delivery, f"{exc}; retrying at {when:%H:%M:%S} UTC", when)
-    except PermanentError as exc:
-        _delivery_update(delivery_id, state=OutboundDelivery.State.FAILED, last_error=str(exc))
-        state = OutboundDelivery.State.FAILED
-    except ConnectorError as exc:
-        _delivery_update(delivery_id, state=OutboundDelivery.State.FAILED, last_error=str(exc))
-        state = OutboundDelivery.State.FAILED
-    else:
-        sent_at = result.sent_at or timezone.now()
-        with transaction.atomic():
-            _delivery_update(
-                delivery_id,
-                state=OutboundDelivery.State.SENT,
-                provider_id=result.provider_id,
-                sent_at=sent_at,
-                last_error="",
-            )
-            updates: dict[str, Any] = {"sent_at": sent_at}
-            if not message.external_id:  # an id chosen before the first attempt stays as it is
-                updates["external_id"] = result.provider_id
-            Message.objects.filter(pk=message.pk).update(**updates)
-        state = OutboundDelivery.State.SENT
-    groups = [MANAGERS_GROUP, *([queue_group(conversation.queue_id)] if conversation.queue_id else [])]
-    if message.author_id:
-        groups.append(agent_group(message.author_id))
-    publish_on_commit(groups, {"type": "delivery.updated", "message": message.pk, "state": state})
-    return state
-
-
-def _retry_or_fail(delivery: OutboundDelivery, reason: str, when: Any) -> str:
-    if delivery.attempts >= settings.SWITCHBOARD_MAX_ATTEMPTS:
-        _delivery_update(
-            delivery.pk,
-            state=OutboundDelivery.State.FAILED,
-            last_error=f"gave up after {delivery.attempts} attempts; last error: {reason}",
-        )
-        return OutboundDelivery.State.FAILED
-    _delivery_update(delivery.pk, state=OutboundDelivery.State.RETRY_WAIT, next_attempt_at=when, last_error=reason)
-    delay = (when - timezone.now()).total_seconds()
-    if delay <= 30:
-        # Short waits ride on a broker countdown; longer ones are found by the sweeper (next_attempt_at).
-        enqueue(SEND_DELIVERY, delivery.pk, countdown=max(0.0, delay))
-    return OutboundDelivery.State.RETRY_WAIT
-
-
-def delivery_retry(*, delivery: OutboundDelivery, actor: User) -> None:
-    """The agent's retry action on a failed or uncertain delivery."""
-    with transaction.atomic():
-        updated = OutboundDelivery.objects.filter(
-            pk=delivery.pk, state__in=[OutboundDelivery.State.FAILED, OutboundDelivery.State.UNCERTAIN]
-        ).update(state=OutboundDelivery.State.QUEUED, next_attempt_at=None, attempts=0)
-        if not updated:
-            raise ReplyRefused("only a failed or uncertain delivery can be retried")
-        AuditEvent.objects.create(
-            actor=actor,
-            action="delivery.retried",
-            conversation_id=delivery.message.conversation_id,
-            target=f"delivery:{delivery.pk}",
-        )
-        enqueue_on_commit(SEND_DELIVERY, delivery.pk)
-
-
-# --- Sweep ------------------------------------------------------------------------------------------------
-@dataclass
-class SweepReport:
-    events: int = 0
-    deliveries: int = 0
-    uncertain: int = 0
-
-
-def sweep_stuck_work(*, limit: int = 5000) -> SweepReport:
-    """Re-enqueue what a lost broker message or a dead worker left behind. Safe to run anywhere, any time."""
-    now = timezone.now()
-    lease_expired = now - timedelta(seconds=settings.SWITCHBOARD_CLAIM_LEASE_SECONDS)
-    report = SweepReport()
-    due = (
-        InboundEvent.objects.filter(state=InboundEvent.State.PENDING)
-        .filter(Q(claimed_at__isnull=True, next_attempt_at__lte=now) | Q(claimed_at__lt=lease_expired))
-        .order_by("id")
-        .values_list("id", "attempts")[:limit]
-    )
-    fresh: list[int] = []
-    retried: list[int] = []
-    for event_id, attempts in due:
-        (fresh if attempts == 0 else retried).append(event_id)
-    for batch in _chunks(fresh, settings.SWITCHBOARD_INGEST_BATCH):
-        enqueue(PROCESS_INBOUND, batch)
-    for event_id in retried:
-        enqueue(PROCESS_INBOUND, [event_id])  # alone, so a poison event cannot take a batch down with it
-    report.events = len(fresh) + len(retried)
-
-    # A worker that died mid-send: the provider may have the message. Do not resend blindly.
-    report.uncertain = OutboundDelivery.objects.filter(
-        state=OutboundDelivery.State.SENDING, claimed_at__lt=lease_expired
-    ).update(
-        state=OutboundDelivery.State.UNCERTAIN,
-        last_error="the worker stopped during the send; the customer may or may not have it",
-    )
-    lost_after = now - timedelta(seconds=settings.SWITCHBOARD_SWEEP_AFTER_SECONDS)
-    deliveries = list(
-        OutboundDelivery.objects.filter(
-            Q(state=OutboundDelivery.State.QUEUED, created_at__lt=lost_after, next_attempt_at__isnull=True)
-            | Q(state__in=OutboundDelivery.CLAIMABLE, next_attempt_at__lte=now)
-        )
-        .order_by("id")
-        .values_list("id", flat=True)[:limit]
-    )
-    for delivery_id in deliveries:
-        enqueue(SEND_DELIVERY, delivery_id)
-    report.deliveries = len(deliveries)
-    if report.events or report.deliveries or report.uncertain:
-        logger.info(
-            "sweep: re-enqueued %s events, %s deliveries; %s uncertain",
-            report.events,
-            report.deliveries,
-            report.uncertain,
-        )
-    return report
-
-
-# --- Conversation actions ---------------------------------------------------------------------------------
-def conversation_set_language(*, conversation: Conversation, language: str, actor: User) -> Conversation:
-    """An agent corrects the language: the conversation moves to that language's queue."""
-    language = language.strip().lower()
-    with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        conversation_route(conversation=locked, language=language, actor=actor, reason="corrected by agent")
-        publish_on_commit(
-            [MANAGERS_GROUP, *([queue_group(locked.queue_id)] if locked.queue_id else [])],
-            {
-                "type": "conversation.routed",
-                "conversation": locked.pk,
-                "language": language,
-                "queue": locked.queue_id,
-            },
-        )
-    if locked.assignee_id is None and locked.queue_id is not None:
-        queue_assign(queue_id=locked.queue_id, conversation_ids=[locked.pk])
-        locked.refresh_from_db(fields=["assignee"])
-    return locked
-
-
-def conversation_set_status(*, conversation: Conversation, status: str, actor: User) -> Conversation:
-    if status not in Conversation.Status.values:
-        raise ReplyRefused(f"status must be one of {', '.join(Conversation.Status.values)}")
-    with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        old = locked.status
-        locked.status = status
-        locked.resolved_at = timezone.now() if status == Conversation.Status.RESOLVED else None
-        locked.save(update_fields=["status", "resolved_at"])
-        AuditEvent.objects.create(
-            actor=actor, action="conversation.status", conversation=locked, data={"from": old, "to": status}
-        )
-        if status == Conversation.Status.RESOLVED and locked.queue_id:
-            # A slot was freed: give the next waiting conversation of that queue to someone.
-            enqueue_on_commit(ASSIGN_WAITING, locked.queue_id)
-    return locked
