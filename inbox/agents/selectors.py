@@ -33,4 +33,4 @@ def conversations_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet
 
 
 def conversation_messages(*, conversation: Conversation) -> QuerySet[Message]:
-    return conversation.messages.select_related("delivery", "author", "sender_identity").order_by("id")
+    return conversation.messages.select_related("delivery", "author", "sender_identity").order_by("created_at", "id")

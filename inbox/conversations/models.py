@@ -1,6 +1,6 @@
 """Channels, contacts, conversations, messages, and the two work tables (inbound events, outbound deliveries).
 
-No business logic here: writes go through ``services.py``, reads through ``selectors.py``.
+No business logic here: writes go through ``services/``, reads through ``selectors.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from inbox.common.crypto import EncryptedJSONField
 
@@ -156,7 +157,10 @@ class Message(models.Model):
         "InboundEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
     )
     sent_at = models.DateTimeField(null=True, blank=True)  # provider's time, when given
-    created_at = models.DateTimeField(auto_now_add=True)
+    # When we had it: for an inbound message the moment its raw event was received, not the moment a worker got to
+    # it, so two messages sent one after the other stay in that order even when two workers ingest them at once.
+    # A timeline is ordered by (created_at, id).
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [

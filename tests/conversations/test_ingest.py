@@ -8,6 +8,7 @@ import uuid
 import pytest
 from django.db import connection
 
+from inbox.agents.selectors import conversation_messages
 from inbox.conversations.models import (
     AuditEvent,
     ChannelAccount,
@@ -137,6 +138,20 @@ def test_duplicate_events_are_stored_once(demo) -> None:
     inbound_events_process(event_ids=[first, first, first])
     inbound_events_process(event_ids=[first])
     assert Message.objects.count() == 1
+
+
+def test_messages_keep_the_order_they_were_received_in_when_ingested_out_of_order(demo) -> None:
+    """Two workers may ingest a visitor's two quick messages in either order: the timeline follows receipt."""
+    first = post(demo.webchat, "v-order", "Hi, my order arrived without the tent poles.")
+    second = post(demo.webchat, "v-order", "The order number is 4471, placed last Tuesday.")
+    inbound_events_process(event_ids=[second])
+    inbound_events_process(event_ids=[first])
+    conversation = conversation_of("v-order")
+    texts = [m.text for m in conversation_messages(conversation=conversation)]
+    assert texts == ["Hi, my order arrived without the tent poles.", "The order number is 4471, placed last Tuesday."]
+    received = dict(InboundEvent.objects.values_list("pk", "received_at"))
+    by_event = dict(Message.objects.values_list("inbound_event_id", "created_at"))
+    assert by_event == {first: received[first], second: received[second]}
 
 
 def test_malformed_event_is_quarantined_and_the_batch_goes_on(demo) -> None:

@@ -506,6 +506,7 @@ def message_ingest(
         metadata=dict(inbound.metadata),
         inbound_event=event,
         sent_at=inbound.sent_at,
+        created_at=min(event.received_at, timezone.now()) if event is not None else timezone.now(),
     )
     stored = [
         _attachment_store(
