@@ -65,12 +65,16 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the inbox's CSS/JS, the widget, the admin's) served by the app itself: no web server needed in
+    # the default set-up; compressed, with far-future caching for hashed names.
+    "inbox.common.static.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "inbox.common.csp.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "inbox.urls"
@@ -87,6 +91,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "inbox.agents.context.agent",
             ],
         },
     },
@@ -188,9 +193,28 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = VAR_DIR / "static"  # `manage.py collectstatic` target for a web server / CDN in front (optional)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/inbox/"
+# Argon2id first (OWASP's first choice); the others only verify older hashes, which are upgraded at the next sign-in.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# Sign-in throttling: failed attempts per username and per client address in a sliding minute window (Redis).
+SWITCHBOARD_LOGIN_FAILURES_PER_USER = _env_int("SWITCHBOARD_LOGIN_FAILURES_PER_USER", 5)
+SWITCHBOARD_LOGIN_FAILURES_PER_IP = _env_int("SWITCHBOARD_LOGIN_FAILURES_PER_IP", 20)
+SWITCHBOARD_LOGIN_LOCKOUT_SECONDS = _env_int("SWITCHBOARD_LOGIN_LOCKOUT_SECONDS", 300)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# The inbox: conversations per page of the list.
+SWITCHBOARD_INBOX_PAGE_SIZE = _env_int("SWITCHBOARD_INBOX_PAGE_SIZE", 50)
+# The conversation page shows the contact's latest messages; older ones a click away.
+SWITCHBOARD_TIMELINE_PAGE_SIZE = _env_int("SWITCHBOARD_TIMELINE_PAGE_SIZE", 100)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {
@@ -201,3 +225,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# Static files from the apps' static/ folders, found at start-up (no collectstatic step for `make run`).
+WHITENOISE_USE_FINDERS = True

@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
-from django.urls import path
+from django.shortcuts import redirect
+from django.urls import include, path
+from django.views.generic import RedirectView
 
+from inbox.agents import pages
 from inbox.agents import views as agent_views
 from inbox.conversations import webhooks
 from inbox.webchat import views as webchat_views
@@ -12,7 +15,21 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 urlpatterns = [
+    path("", lambda request: redirect("inbox")),
+    # One sign-in page for everyone, throttled (inbox/agents/auth.py): the admin's own form would not be.
+    path("admin/login/", RedirectView.as_view(url="/login/", query_string=True)),
     path("admin/", admin.site.urls),
+    # The agents' inbox (server-rendered pages), sign-in, contacts.
+    path("", include("inbox.agents.auth_urls")),
+    path("inbox/", pages.inbox_list, name="inbox"),
+    path("inbox/c/<int:conversation_id>/", pages.conversation_page, name="inbox-conversation"),
+    path("inbox/presence", pages.presence_set, name="inbox-presence"),
+    path("inbox/next", pages.take_next, name="inbox-take-next"),
+    path("inbox/c/<int:conversation_id>/<slug:action>", pages.conversation_action, name="inbox-action"),
+    path("inbox/m/<int:message_id>/retry", pages.message_retry, name="inbox-retry"),
+    path("inbox/m/<int:message_id>/html", pages.message_html, name="inbox-message-html"),
+    path("inbox/a/<int:attachment_id>", pages.attachment_download, name="inbox-attachment"),
+    path("contacts/", include("inbox.agents.contact_urls")),
     path("healthz", healthz),
     # Web chat visitor API (the widget).
     path("api/webchat/v1/<str:public_id>/config", webchat_views.config, name="webchat-config"),

@@ -28,6 +28,29 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "the tests run against PostgreSQL: set DATABASE_URL=postgres://... (make test does this)"
         )
+    _hash_each_password_once()
+
+
+def _hash_each_password_once() -> None:
+    """Argon2 costs ~0.1-0.3 s a hash by design, and most tests create the same few users with the same password.
+    The real Argon2 hash of each password is computed once and reused (same salt: fine for test users), so the
+    web server under test still verifies real Argon2 hashes. An explicit salt or hasher is never cached."""
+    import functools
+
+    from django.contrib.auth import base_user, hashers
+
+    real = hashers.make_password
+
+    @functools.cache
+    def once(password: str) -> str:
+        return real(password)
+
+    def make_password(password: str | None, salt: str | None = None, hasher: str = "default") -> str:
+        if isinstance(password, str) and salt is None and hasher == "default":
+            return once(password)
+        return real(password, salt, hasher)
+
+    base_user.make_password = make_password  # type: ignore[assignment]
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:

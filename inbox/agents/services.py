@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.db import transaction
+from django.utils import timezone
 
+from inbox.agents.models import CannedResponse, ConversationRead
 from inbox.agents.selectors import conversations_visible_to
+from inbox.conversations.models import Conversation
 from inbox.conversations.realtime import publish, visitor_group
 from inbox.routing.models import AgentProfile, AgentQueue
 
@@ -52,3 +56,38 @@ def agent_typing(*, user: Any, conversation_id: int, state: bool) -> bool:
         return False
     publish([visitor_group(conversation.identity.handle)], {"type": "typing", "from": "agent", "state": state})
     return True
+
+
+# A variable is {name} with a plain identifier inside; anything else ("{", "{{x}}", "{ x }") is text.
+_VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def canned_render(*, canned: CannedResponse, conversation: Conversation, agent: Any) -> str:
+    """The canned text with {contact_name}, {agent_name}, {conversation_id} and {channel} filled in.
+
+    One pass with re.sub rather than str.format: an unknown {name} or a stray brace stays as written, and a
+    value that itself contains braces (a customer named "{agent_name}") is inserted as text, never expanded.
+    """
+    contact = conversation.contact
+    values = {
+        "contact_name": contact.name or conversation.identity.display_name or "",
+        "agent_name": getattr(agent, "first_name", "") or agent.get_username(),
+        "conversation_id": str(conversation.pk),
+        "channel": conversation.account.name,
+    }
+
+    def fill(match: re.Match[str]) -> str:
+        return values.get(match.group(1), match.group(0))
+
+    return _VARIABLE.sub(fill, canned.text)
+
+
+def conversation_mark_read(*, conversation: Conversation, user: Any) -> None:
+    """The agent has seen the conversation up to now: one INSERT ... ON CONFLICT DO UPDATE, so two tabs opening
+    it at once never collide on the (user, conversation) constraint."""
+    ConversationRead.objects.bulk_create(
+        [ConversationRead(user_id=user.pk, conversation_id=conversation.pk, read_at=timezone.now())],
+        update_conflicts=True,
+        unique_fields=["user", "conversation"],
+        update_fields=["read_at"],
+    )

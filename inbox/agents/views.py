@@ -9,12 +9,14 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, cast
 
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import logout
 from django.contrib.auth.models import User
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_http_methods
 
+from inbox.agents.auth import sign_in
 from inbox.agents.selectors import conversation_messages, conversations_visible_to
 from inbox.common.http import BadRequest, error, field_str, json_body
 from inbox.conversations.channels import connector_for, reply_mode
@@ -249,11 +251,12 @@ def presence(request: HttpRequest) -> JsonResponse:
 
 @ensure_csrf_cookie
 @require_http_methods(["GET", "POST", "DELETE"])
+@sensitive_variables("password", "data")
 def session(request: HttpRequest) -> JsonResponse:
     """GET: who am I (and a CSRF cookie); POST {username, password}: sign in; DELETE: sign out.
 
-    Repeated wrong passwords are slowed by Django's password hasher only; login throttling comes with the
-    agent UI (issue 7).
+    Signing in follows the sign-in page's rules (inbox/agents/auth.py): the same throttle (429 with Retry-After,
+    refused before the password is checked) and the same "who may sign in".
     """
     if request.method == "GET":
         user = request.user
@@ -269,8 +272,11 @@ def session(request: HttpRequest) -> JsonResponse:
         password = field_str(data, "password", max_length=1000)
     except BadRequest as exc:
         return error(str(exc), exc.status)
-    signed_in = authenticate(request, username=username, password=password)
-    if signed_in is None or not hasattr(signed_in, "agent_profile"):
+    result = sign_in(request, username=username, password=password)
+    if result.retry_after is not None:
+        response = JsonResponse({"error": result.throttled_message, "retry_after": result.retry_after}, status=429)
+        response["Retry-After"] = str(result.retry_after)
+        return response
+    if result.user is None:
         return error("wrong username or password", 401)
-    login(request, signed_in)
-    return JsonResponse({"authenticated": True, "username": signed_in.get_username()})
+    return JsonResponse({"authenticated": True, "username": result.user.get_username()})

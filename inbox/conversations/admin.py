@@ -1,4 +1,8 @@
-"""Admin: channels are configured here (admins only); dead-lettered events are inspected and retried here."""
+"""Admin: channels are configured here (admins only); dead-lettered events are inspected and retried here.
+
+Who sees what (inbox/agents/auth.py): channel accounts, inbound events and deliveries exist for admins only;
+conversations, contacts, messages and the audit trail are read-only for managers, editable by admins.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from connectors.base import ConnectorError
+from inbox.agents.auth import AdminsOnlyAdmin, ManagersReadOnlyAdmin
 from inbox.conversations.channels import channel_diagnose, registry
 from inbox.conversations.models import (
     AuditEvent,
@@ -89,7 +94,7 @@ ChannelAccountForm = type(
 
 
 @admin.register(ChannelAccount)
-class ChannelAccountAdmin(admin.ModelAdmin):
+class ChannelAccountAdmin(AdminsOnlyAdmin):
     form = ChannelAccountForm
     list_display = ("name", "kind", "is_active", "health", "health_detail", "paused_until", "public_id")
     list_filter = ("kind", "is_active", "health")
@@ -150,7 +155,7 @@ class ChannelAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(InboundEvent)
-class InboundEventAdmin(admin.ModelAdmin):
+class InboundEventAdmin(AdminsOnlyAdmin):
     list_display = ("id", "account", "external_id", "state", "attempts", "received_at", "error")
     list_filter = ("state", "account")
     search_fields = ("external_id", "error")
@@ -174,13 +179,13 @@ class InboundEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(OutboundDelivery)
-class OutboundDeliveryAdmin(admin.ModelAdmin):
+class OutboundDeliveryAdmin(AdminsOnlyAdmin):
     list_display = ("id", "account", "state", "attempts", "next_attempt_at", "provider_id", "last_error")
     list_filter = ("state", "account")
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(ManagersReadOnlyAdmin):
     list_display = (
         "id",
         "account",
@@ -196,7 +201,7 @@ class ConversationAdmin(admin.ModelAdmin):
     raw_id_fields = ("contact", "identity", "assignee")
 
 
-admin.site.register(Contact)
-admin.site.register(ContactIdentity)
-admin.site.register(Message)
-admin.site.register(AuditEvent)
+admin.site.register(Contact, ManagersReadOnlyAdmin)
+admin.site.register(ContactIdentity, ManagersReadOnlyAdmin)
+admin.site.register(Message, ManagersReadOnlyAdmin)
+admin.site.register(AuditEvent, ManagersReadOnlyAdmin)

@@ -111,6 +111,8 @@ class Conversation(models.Model):
     # Channels that limit sends per chat (Telegram: about one message per second per chat): no worker sends to
     # this conversation before this time; taken with a conditional UPDATE, so it holds across all workers.
     next_send_at = models.DateTimeField(null=True, blank=True)
+    # Snoozed until then (status "snoozed"); the beat sweep reopens it, as does a new customer message.
+    snoozed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -125,6 +127,8 @@ class Conversation(models.Model):
             models.Index(fields=["queue", "status", "-priority", "waiting_since"], name="conv_queue_order"),
             models.Index(fields=["assignee", "status"], name="conv_assignee"),
             models.Index(fields=["-last_message_at"], name="conv_recent"),
+            models.Index(fields=["contact", "-last_message_at"], name="conv_contact"),
+            models.Index(fields=["status", "-priority", "waiting_since"], name="conv_status_order"),
         ]
 
     def __str__(self) -> str:
@@ -269,3 +273,37 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ContactMerge(models.Model):
+    """One contact merged into another: what moved, so that it can be undone exactly (services/contacts.py).
+
+    The source contact row is kept, emptied of its identities and conversations, while the merge stands.
+    """
+
+    target = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="merges_in")
+    source = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="merges_out")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    identity_ids = models.JSONField(default=list, blank=True)  # the source's identities that moved
+    conversation_ids = models.JSONField(default=list, blank=True)  # the source's conversations that moved
+    # The source's name and e-mail at the time (the history shows who was merged, whatever happens later).
+    source_name = models.CharField(max_length=200, blank=True)
+    source_email = models.EmailField(blank=True)
+    # What the merge wrote into the target's empty name / e-mail ("" = left alone); undo clears only these.
+    filled_name = models.CharField(max_length=200, blank=True)
+    filled_email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(target=models.F("source")), name="contact_merge_not_into_itself"),
+        ]
+
+    def __str__(self) -> str:
+        return f"contact {self.source_id} into {self.target_id}"

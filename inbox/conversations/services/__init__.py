@@ -6,7 +6,18 @@
 - ``actions``   agents' actions on a conversation
 """
 
-from inbox.conversations.services.actions import conversation_set_language, conversation_set_status
+from inbox.conversations.services.actions import (
+    conversation_assign,
+    conversation_claim,
+    conversation_set_language,
+    conversation_set_priority,
+    conversation_set_status,
+    conversation_snooze,
+    conversation_take_next,
+    conversations_wake,
+    delivery_retry,
+    note_create,
+)
 from inbox.conversations.services.intake import (
     ProcessReport,
     backoff_seconds,
@@ -21,7 +32,6 @@ from inbox.conversations.services.outbound import (
     ReplyRefused,
     conversation_move_to_private,
     delivery_attempt,
-    delivery_retry,
     reply_create,
 )
 from inbox.conversations.services.sweep import SweepReport, sweep_stuck_work
@@ -32,9 +42,15 @@ __all__ = [
     "ReplyRefused",
     "SweepReport",
     "backoff_seconds",
+    "conversation_assign",
+    "conversation_claim",
     "conversation_move_to_private",
     "conversation_set_language",
+    "conversation_set_priority",
     "conversation_set_status",
+    "conversation_snooze",
+    "conversation_take_next",
+    "conversations_wake",
     "delivery_attempt",
     "delivery_retry",
     "inbound_event_record",
@@ -42,6 +58,7 @@ __all__ = [
     "inbound_events_record",
     "message_files_fetch",
     "message_ingest",
+    "note_create",
     "reply_create",
     "sweep_stuck_work",
 ]

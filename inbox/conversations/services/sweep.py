@@ -14,6 +14,7 @@ from inbox.conversations.models import (
     InboundEvent,
     OutboundDelivery,
 )
+from inbox.conversations.services.actions import conversations_wake
 from inbox.conversations.services.intake import _chunks
 from inbox.taskqueue import PROCESS_INBOUND, SEND_DELIVERY, enqueue
 
@@ -26,6 +27,7 @@ class SweepReport:
     events: int = 0
     deliveries: int = 0
     uncertain: int = 0
+    woken: int = 0  # snoozed conversations whose time had come, back to open
 
 
 def sweep_stuck_work(*, limit: int = 5000) -> SweepReport:
@@ -68,11 +70,14 @@ def sweep_stuck_work(*, limit: int = 5000) -> SweepReport:
     for delivery_id in deliveries:
         enqueue(SEND_DELIVERY, delivery_id)
     report.deliveries = len(deliveries)
-    if report.events or report.deliveries or report.uncertain:
+    # Snoozes end here too: beat runs this every few seconds, so a conversation wakes within one sweep interval.
+    report.woken = conversations_wake(now=now, limit=limit)
+    if report.events or report.deliveries or report.uncertain or report.woken:
         logger.info(
-            "sweep: re-enqueued %s events, %s deliveries; %s uncertain",
+            "sweep: re-enqueued %s events, %s deliveries; %s uncertain; %s snoozed conversations woken",
             report.events,
             report.deliveries,
             report.uncertain,
+            report.woken,
         )
     return report
