@@ -44,7 +44,7 @@ def profile_of(user: AbstractBaseUser | AnonymousUser) -> AgentProfile | None:
     """The user's agent profile with its queues, read once per user object (one request, one socket)."""
     if not user.is_authenticated:
         return None
-    cached: AgentProfile | None | bool = getattr(user, "_switchboard_profile", False)
+    cached: AgentProfile | bool | None = getattr(user, "_switchboard_profile", False)
     if cached is not False:
         return cached  # type: ignore[return-value]
     profile = AgentProfile.objects.filter(user_id=user.pk).prefetch_related("queues").first()

@@ -66,6 +66,18 @@ class AgentPage:
         """The page's websocket is connected (events from now on reach it)."""
         expect(self.page.locator("body[data-live=on]")).to_have_count(1)
 
+    def unlabelled_controls(self) -> list[str]:
+        """Form controls without an accessible name (a <label>, aria-label or aria-labelledby): must be none."""
+        return list(
+            self.page.evaluate(
+                """() => [...document.querySelectorAll('input, select, textarea, button')]
+                .filter((el) => el.type !== 'hidden' && el.offsetParent !== null)
+                .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                    && !el.getAttribute('aria-labelledby') && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+                .map((el) => el.outerHTML.slice(0, 120))"""
+            )
+        )
+
     def shot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
@@ -127,6 +139,7 @@ def test_sign_in_then_messages_arrive_live_and_the_reply_shows_its_delivery(
     expect(row.locator(".lang-badge")).to_have_text("es")
     expect(ana.page.locator(f'[data-sb="queue"][data-queue="{demo.queues["es"].pk}"]')).to_be_visible()
     ana.shot("inbox-list")
+    assert ana.unlabelled_controls() == []
 
     # Keyboard: j selects the first row, Enter opens it.
     ana.page.keyboard.press("j")
@@ -148,6 +161,7 @@ def test_sign_in_then_messages_arrive_live_and_the_reply_shows_its_delivery(
     expect(reply.locator('[data-sb="delivery"]')).to_have_attribute("data-state", "sent")
     assert any(m["text"] == REPLY for m in customer.sees())
     ana.shot("inbox-conversation")
+    assert ana.unlabelled_controls() == []
     assert not ana.errors, ana.errors  # type: ignore[attr-defined]
 
 

@@ -52,3 +52,16 @@ def dropped_files(message: Message) -> list[dict[str, str]]:
         for f in listed
         if isinstance(f, dict)
     ]
+
+
+@register.simple_tag
+def contact_label(contact: object, identity: object) -> str:
+    """The name agents read: the contact's name, the channel's display name, else a short handle (a web visitor's
+    handle is a UUID: "Web visitor 055c38")."""
+    name = getattr(contact, "name", "") or getattr(identity, "display_name", "")
+    if name:
+        return str(name)
+    handle = str(getattr(identity, "handle", "") or "")
+    if getattr(identity, "kind", "") == "webchat":
+        return f"Web visitor {handle[:6]}"
+    return handle or "Unknown"

@@ -295,23 +295,6 @@ def _retry_or_fail(delivery: OutboundDelivery, reason: str, when: Any) -> str:
     return OutboundDelivery.State.RETRY_WAIT
 
 
-def delivery_retry(*, delivery: OutboundDelivery, actor: User) -> None:
-    """The agent's retry action on a failed or uncertain delivery."""
-    with transaction.atomic():
-        updated = OutboundDelivery.objects.filter(
-            pk=delivery.pk, state__in=[OutboundDelivery.State.FAILED, OutboundDelivery.State.UNCERTAIN]
-        ).update(state=OutboundDelivery.State.QUEUED, next_attempt_at=None, attempts=0)
-        if not updated:
-            raise ReplyRefused("only a failed or uncertain delivery can be retried")
-        AuditEvent.objects.create(
-            actor=actor,
-            action="delivery.retried",
-            conversation_id=delivery.message.conversation_id,
-            target=f"delivery:{delivery.pk}",
-        )
-        enqueue_on_commit(SEND_DELIVERY, delivery.pk)
-
-
 def _private_conversation(*, public: Conversation, thread_key: str, author: User) -> Conversation:
     """The customer's unresolved private conversation on the same account, locked; opened when there is none (in
     the public one's queue and language, with the moving agent as assignee)."""
