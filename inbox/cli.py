@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("the web server did not start within 30 s")
         base = f"http://{args.host}:{web_port}"
         _log("ready:")
-        print(f"    admin          {base}/admin/   (channels, queues, agents, dead-lettered events)")
+        print(f"    agent inbox    {base}/inbox/   (sign in as agent-es, manager...; ? lists the keyboard shortcuts)")
+        print(f"    admin          {base}/admin/   (channels, queues, agents, canned responses, dead-lettered events)")
         print(f"    agent API      {base}/api/agent/conversations")
         print(f"    web chat demo  {base}/demo/   (a sample company page with the widget; ?lang=ar for right-to-left)")
         print(f'    widget tag     <script async src="{base}/widget.js" data-key="<channel key>"></script>')

@@ -36,7 +36,7 @@ SENT = re.compile(r"^(sent|delivered)$")
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
-def receive_until(ws: ClientConnection, predicate: Any, timeout: float = 15.0) -> dict[str, Any]:
+def receive_until(ws: ClientConnection, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
     seen: list[dict[str, Any]] = []
     while True:
         event = json.loads(ws.recv(timeout=timeout))
