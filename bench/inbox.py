@@ -1059,6 +1059,7 @@ class Case:
     runs: list[dict[str, float]] = field(default_factory=list)
     queries: dict[int, tuple[int, int]] = field(default_factory=dict)  # page size -> (queries, rows shown)
     slowest: tuple[float, str] = (0.0, "")
+    split: dict[str, float] = field(default_factory=dict)  # median ms: total, db, template
 
 
 def pct(values: list[float], q: float) -> float:
@@ -1128,6 +1129,56 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
     return cases
 
 
+def timed_request(client: Any, url: str) -> dict[str, Any]:
+    """One request with its time split: SQL (every query, timed around the driver call), template rendering
+    (without the queries it runs), and the rest (middleware, session, connecting, the view's Python, the ORM
+    turning rows into objects)."""
+    from django.db import connection
+    from django.template.backends.django import Template
+
+    queries: list[tuple[float, str]] = []
+    in_template = [0.0, 0.0]  # template seconds, of which SQL seconds
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            took = time.perf_counter() - t0
+            queries.append((took, connection.ops.last_executed_query(context["cursor"], sql, params)))
+            if rendering:
+                in_template[1] += took
+
+    rendering = False
+    original = Template.render
+
+    def render(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal rendering
+        t0 = time.perf_counter()
+        rendering = True
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            rendering = False
+            in_template[0] += time.perf_counter() - t0
+
+    Template.render = render  # type: ignore[method-assign]
+    try:
+        with connection.execute_wrapper(wrapper):
+            t0 = time.perf_counter()
+            fetch(client, url)
+            total = time.perf_counter() - t0
+    finally:
+        Template.render = original  # type: ignore[method-assign]
+    db = sum(q[0] for q in queries)
+    return {
+        "total": total * 1000,
+        "db": db * 1000,
+        "template": (in_template[0] - in_template[1]) * 1000,
+        "queries": queries,
+    }
+
+
 def measure(args: argparse.Namespace) -> None:
     from django.conf import settings
 
@@ -1144,6 +1195,8 @@ def measure(args: argparse.Namespace) -> None:
         client.force_login(users.get(username=username))
         clients[username] = client
     cases = build_cases(args)
+    args.load_before = load()
+    log(f"load average {args.load_before}")
     total = len(cases) * args.rounds
     log(f"measuring {len(cases)} pages x {args.requests} requests x {args.rounds} rounds")
 
@@ -1151,7 +1204,7 @@ def measure(args: argparse.Namespace) -> None:
         for url in case.urls[:20] * max(1, 20 // len(case.urls[:20])):
             fetch(clients[case.user], url)
 
-    progress = Progress("requests", total * args.requests)
+    progress = Progress("requests", total * args.requests, unit="req")
     for _ in range(args.rounds):
         for case in cases:
             client = clients[case.user]
@@ -1165,26 +1218,19 @@ def measure(args: argparse.Namespace) -> None:
             case.runs.append({"p50": pct(times, 0.50), "p95": pct(times, 0.95), "p99": pct(times, 0.99)})
     progress.close()
 
-    for case in cases:  # queries per page size, and each page's slowest query (median of 5 captures)
+    for case in cases:  # queries per page size; where the time goes; the slowest query (median of 10)
         client = clients[case.user]
         url = case.urls[0]
         for size in PAGE_SIZES:
             with override_settings(**{case.setting: size}), CaptureQueriesContext(connection) as ctx:
                 response = fetch(client, url)
-            case.queries[size] = (
-                len(ctx.captured_queries),
-                len(set(SHOWN[case.setting].findall(response.content.decode()))),
-            )
-        captures = []
-        for _ in range(5):
-            with CaptureQueriesContext(connection) as ctx:
-                fetch(client, url)
-            captures.append(ctx.captured_queries)
-        same = [c for c in captures if len(c) == len(captures[-1])]
-        timed = [
-            (statistics.median(float(c[i]["time"]) for c in same), captures[-1][i]["sql"])
-            for i in range(len(captures[-1]))
-        ]
+            shown = len(set(SHOWN[case.setting].findall(response.content.decode())))
+            case.queries[size] = (len(ctx.captured_queries), shown)
+        samples = [timed_request(client, url) for _ in range(10)]
+        case.split = {k: statistics.median(s[k] for s in samples) for k in ("total", "db", "template")}
+        last = samples[-1]["queries"]
+        same = [s["queries"] for s in samples if len(s["queries"]) == len(last)]
+        timed = [(statistics.median(q[i][0] for q in same), last[i][1]) for i in range(len(last))]
         case.slowest = max(timed) if timed else (0.0, "")
 
     report(args, cases)
@@ -1192,7 +1238,32 @@ def measure(args: argparse.Namespace) -> None:
         explain(cases)
 
 
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    return f"{os.cpu_count()} CPUs ({cpu}), {mem / 2**20:.1f} GiB RAM"
+
+
+def load() -> str:
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
 def report(args: argparse.Namespace, cases: list[Case]) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("show server_version")
+        pg = cur.fetchone()[0]
+        cur.execute("show shared_buffers")
+        buffers = cur.fetchone()[0]
+    print()
+    print(f"machine               {machine()}; PostgreSQL {pg.split()[0]}, shared_buffers {buffers}")
+    print(f"date                  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"load average          {args.load_before} before, {load()} after (1 / 5 / 15 min)")
+    conn_age = connection.settings_dict.get("CONN_MAX_AGE")
+    print(
+        f"connections           CONN_MAX_AGE={conn_age} ({'a new connection per request' if not conn_age else 'kept'})"
+    )
     print()
     print(f"inbox render time, ms: median over {args.rounds} rounds of p50 / p95 / p99 ({args.requests} requests each)")
     print(f"queries per page at page size {' / '.join(map(str, PAGE_SIZES))} (conversations / messages shown)")
@@ -1204,6 +1275,14 @@ def report(args: argparse.Namespace, cases: list[Case]) -> None:
         queries = "  ".join(f"{q} ({rows})" for q, rows in (case.queries[s] for s in PAGE_SIZES))
         spread = f"{min(p95s):.1f}-{max(p95s):.1f}"
         print(f"{case.label:<34} {med['p50']:7.1f} {med['p95']:7.1f} {spread:>13} {med['p99']:7.1f}   {queries}")
+    print()
+    print("where the time goes, ms (median of 10 instrumented requests; the first URL of each page)")
+    print(f"{'page':<34} {'total':>7} {'SQL':>7} {'template':>9} {'rest':>7} {'slowest query':>14}")
+    for case in cases:
+        t = case.split
+        rest = t["total"] - t["db"] - t["template"]
+        slowest = case.slowest[0] * 1000
+        print(f"{case.label:<34} {t['total']:7.1f} {t['db']:7.1f} {t['template']:9.1f} {rest:7.1f} {slowest:14.1f}")
     worst = max(statistics.median(r["p95"] for r in c.runs) for c in cases)
     print()
     print(f"worst p95 {worst:.1f} ms ({'under' if worst < 50 else 'OVER'} the 50 ms target)")
@@ -1220,7 +1299,7 @@ def explain(cases: list[Case]) -> None:
         if not sql:
             continue
         print()
-        print(f"== {case.label}: slowest query {seconds * 1000:.1f} ms")
+        print(f"== {case.label}: slowest query {seconds * 1000:.1f} ms (median, timed around the driver call)")
         if sql in seen:
             print("(the same query as above)")
             continue

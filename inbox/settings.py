@@ -178,7 +178,7 @@ SWITCHBOARD_MAX_MESSAGE_CHARS = _env_int("SWITCHBOARD_MAX_MESSAGE_CHARS", 10_000
 SWITCHBOARD_WEBCHAT_MESSAGES_PER_MINUTE = _env_int("SWITCHBOARD_WEBCHAT_MESSAGES_PER_MINUTE", 30)
 SWITCHBOARD_WEBCHAT_MESSAGES_PER_MINUTE_PER_IP = _env_int("SWITCHBOARD_WEBCHAT_MESSAGES_PER_MINUTE_PER_IP", 300)
 SWITCHBOARD_WEBCHAT_SESSIONS_PER_MINUTE_PER_IP = _env_int("SWITCHBOARD_WEBCHAT_SESSIONS_PER_MINUTE_PER_IP", 30)
-# Behind a reverse proxy: take the client address from the first X-Forwarded-For entry (only if the proxy sets it).
+# Behind a reverse proxy: the client address is the last X-Forwarded-For entry (the one the proxy appended).
 SWITCHBOARD_TRUST_X_FORWARDED_FOR = _env_bool("SWITCHBOARD_TRUST_X_FORWARDED_FOR", False)
 # Extra connectors, "kind=package.module:Class" comma-separated (plug-ins; the built-ins are in connectors/registry.py).
 SWITCHBOARD_EXTRA_CONNECTORS = os.environ.get("SWITCHBOARD_EXTRA_CONNECTORS", "")

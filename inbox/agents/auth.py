@@ -32,6 +32,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from inbox.agents.selectors import Role, role_of
 from inbox.common import ratelimit
+from inbox.common.http import client_ip
 from inbox.routing.models import AgentProfile
 
 logger = logging.getLogger(__name__)
@@ -42,16 +43,6 @@ MAX_PASSWORD = 1000  # nobody types more; bounds the work a request can ask of t
 
 
 # --- Who may sign in, and the throttle ------------------------------------------------------------------------
-
-
-def client_ip(request: HttpRequest) -> str:
-    """The client's address; behind a trusted proxy the first X-Forwarded-For entry (same rule as the web chat's
-    rate limits, inbox/webchat/views.py: the proxy must set the header, not append to one the client sent)."""
-    if settings.SWITCHBOARD_TRUST_X_FORWARDED_FOR:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
 
 
 def may_sign_in(user: AbstractBaseUser | AnonymousUser) -> bool:

@@ -46,3 +46,19 @@ def field_str(
     if max_length is not None and len(value) > max_length:
         raise BadRequest(f"field {key!r} is longer than {max_length} characters", status=413)
     return value
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address, for rate limits and sign-in throttling.
+
+    Behind a reverse proxy (SWITCHBOARD_TRUST_X_FORWARDED_FOR): the LAST X-Forwarded-For entry, the one our proxy
+    appended (nginx's $proxy_add_x_forwarded_for, most load balancers). Entries before it come from the client
+    and can be anything, so taking the first would let a client pick a new address for every request.
+    """
+    from django.conf import settings
+
+    if settings.SWITCHBOARD_TRUST_X_FORWARDED_FOR:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded
+    return str(request.META.get("REMOTE_ADDR") or "unknown")

@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from inbox.common import ratelimit
-from inbox.common.http import BadRequest, error, field_str, json_body
+from inbox.common.http import BadRequest, client_ip, error, field_str, json_body
 from inbox.conversations.models import ChannelAccount
 from inbox.conversations.public import message_public_json
 from inbox.webchat.models import Visitor
@@ -82,14 +82,6 @@ def cors(view: View) -> View:
         return _cors(response, request)
 
     return csrf_exempt(wrapper)
-
-
-def client_ip(request: HttpRequest) -> str:
-    if settings.SWITCHBOARD_TRUST_X_FORWARDED_FOR:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
 
 
 def _too_fast(wait: float) -> JsonResponse:

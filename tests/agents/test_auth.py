@@ -355,3 +355,16 @@ def test_parallel_attempts_cannot_slip_past_the_limit(db: None) -> None:
     store = redis.Redis.from_url(settings.REDIS_URL)
     assert int(store.get("attempts:login:user:race") or 0) == 5
     assert int(store.get("attempts:login:ip:race") or 0) == 5  # refused attempts are not counted
+
+
+def test_behind_a_proxy_the_client_address_is_the_entry_the_proxy_appended(settings) -> None:
+    """The first X-Forwarded-For entries come from the client and can be forged; the last is our proxy's."""
+    from django.test import RequestFactory
+
+    from inbox.common.http import client_ip
+
+    request = RequestFactory().get("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.0.0.7", REMOTE_ADDR="127.0.0.1")
+    settings.SWITCHBOARD_TRUST_X_FORWARDED_FOR = False
+    assert client_ip(request) == "127.0.0.1"
+    settings.SWITCHBOARD_TRUST_X_FORWARDED_FOR = True
+    assert client_ip(request) == "10.0.0.7"

@@ -85,7 +85,15 @@ def contact_merge(*, target: Contact, source: Contact, actor: Any) -> ContactMer
                     f"{_label(contact)} was merged into {_label(away.target)}: use that contact, "
                     "or undo that merge first"
                 )
-        identity_ids = sorted(ContactIdentity.objects.filter(contact=merged).values_list("pk", flat=True))
+        # Identities locked first: intake locks the sender's identity before it opens a conversation for it, so
+        # a conversation being opened right now is committed before we collect the conversations below (and one
+        # opened after we hold these locks sees the identity's new contact).
+        identity_ids = sorted(
+            ContactIdentity.objects.select_for_update()
+            .filter(contact=merged)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         # Locked, so a reply being ingested right now into one of them finishes first and is moved with it.
         conversation_ids = sorted(
             Conversation.objects.select_for_update().filter(contact=merged).order_by("pk").values_list("pk", flat=True)

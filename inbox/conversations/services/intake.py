@@ -274,7 +274,14 @@ def _event_failed(event: InboundEvent, exc: Exception, report: ProcessReport) ->
 
 
 def _identity_get_or_create(*, kind: str, inbound: InboundMessage) -> ContactIdentity:
-    identity = ContactIdentity.objects.select_related("contact").filter(kind=kind, handle=inbound.sender.handle).first()
+    # Locked (FOR NO KEY UPDATE, this row only) so a contact merge moving this identity either finishes before we
+    # read its contact or waits until our new conversation is stored, which the merge then moves too.
+    identity = (
+        ContactIdentity.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("contact")
+        .filter(kind=kind, handle=inbound.sender.handle)
+        .first()
+    )
     if identity is not None:
         return identity
     try:
