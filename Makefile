@@ -40,6 +40,7 @@ bench: $(STAMP) services
 	$(PY) bench/email.py --mails 1000 --repeat 3
 	$(PY) bench/telegram.py --updates 2000 --repeat 3
 	$(PY) bench/webchat.py
+	$(PY) bench/inbox.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

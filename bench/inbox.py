@@ -1239,13 +1239,15 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    mem = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), 0)
     return f"{os.cpu_count()} CPUs ({cpu}), {mem / 2**20:.1f} GiB RAM"
 
 
 def load() -> str:
-    return " ".join(open("/proc/loadavg").read().split()[:3])
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def report(args: argparse.Namespace, cases: list[Case]) -> None:

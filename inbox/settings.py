@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "inbox.routing",
     "inbox.agents",
     "inbox.webchat",
+    "inbox.metrics",
 ]
 
 MIDDLEWARE = [
@@ -211,6 +212,8 @@ SWITCHBOARD_LOGIN_LOCKOUT_SECONDS = _env_int("SWITCHBOARD_LOGIN_LOCKOUT_SECONDS"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+# Prometheus scrape endpoint /metrics: a bearer token (Authorization: Bearer <token>). Unset: /metrics answers 404.
+SWITCHBOARD_METRICS_TOKEN = os.environ.get("SWITCHBOARD_METRICS_TOKEN", "")
 # The inbox: conversations per page of the list.
 SWITCHBOARD_INBOX_PAGE_SIZE = _env_int("SWITCHBOARD_INBOX_PAGE_SIZE", 50)
 # The conversation page shows the contact's latest messages; older ones a click away.
