@@ -150,6 +150,12 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-work": {"task": "switchboard.maintenance.sweep", "schedule": 10.0},
+    # Rewrites the current hour's metric snapshot (inbox/metrics/services.py); a run older than a minute is moot.
+    "metrics-snapshot": {
+        "task": "switchboard.maintenance.metrics_snapshot",
+        "schedule": 60.0,
+        "options": {"expires": 55.0},
+    },
 }
 
 CHANNEL_LAYERS = {

@@ -32,6 +32,7 @@ SEND_DELIVERY = "switchboard.outbound.send_delivery"
 FETCH_FILES = "switchboard.ingest.fetch_files"
 ASSIGN_WAITING = "switchboard.routing.assign_waiting"
 SWEEP = "switchboard.maintenance.sweep"
+METRICS_SNAPSHOT = "switchboard.maintenance.metrics_snapshot"
 
 
 def enqueue(name: str, *args: Any, countdown: float | None = None) -> None:

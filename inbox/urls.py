@@ -7,6 +7,8 @@ from django.views.generic import RedirectView
 from inbox.agents import pages
 from inbox.agents import views as agent_views
 from inbox.conversations import webhooks
+from inbox.metrics import views as metrics_views
+from inbox.metrics.prometheus import metrics_view
 from inbox.webchat import views as webchat_views
 
 
@@ -30,7 +32,12 @@ urlpatterns = [
     path("inbox/m/<int:message_id>/html", pages.message_html, name="inbox-message-html"),
     path("inbox/a/<int:attachment_id>", pages.attachment_download, name="inbox-attachment"),
     path("contacts/", include("inbox.agents.contact_urls")),
+    # Managers: the dashboard, its CSV and the JSON API.
+    path("dashboard/", metrics_views.dashboard, name="dashboard"),
+    path("dashboard/export.csv", metrics_views.dashboard_csv, name="dashboard-csv"),
+    path("api/metrics", metrics_views.metrics_json, name="metrics-json"),
     path("healthz", healthz),
+    path("metrics", metrics_view, name="metrics"),
     # Web chat visitor API (the widget).
     path("api/webchat/v1/<str:public_id>/config", webchat_views.config, name="webchat-config"),
     path("api/webchat/v1/<str:public_id>/sessions", webchat_views.session_create, name="webchat-session"),

@@ -38,4 +38,6 @@ def _warm_up(**_: object) -> None:
 
 import workers.tasks  # noqa: E402, F401  (registers the tasks on the app)
 
+app.steps["worker"].add("workers.health:WorkerHeartbeat")  # heartbeat for /metrics (workers/health.py)
+
 __all__ = ["app"]

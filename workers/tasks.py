@@ -8,8 +8,17 @@ from django.db import DatabaseError, InterfaceError
 
 from connectors.base import TransientError
 from inbox.conversations import services
+from inbox.metrics import services as metrics
 from inbox.routing import services as routing
-from inbox.taskqueue import ASSIGN_WAITING, FETCH_FILES, PROCESS_INBOUND, SEND_DELIVERY, SWEEP, app
+from inbox.taskqueue import (
+    ASSIGN_WAITING,
+    FETCH_FILES,
+    METRICS_SNAPSHOT,
+    PROCESS_INBOUND,
+    SEND_DELIVERY,
+    SWEEP,
+    app,
+)
 from workers.base import SwitchboardTask
 
 logger = logging.getLogger(__name__)
@@ -50,3 +59,8 @@ def assign_waiting(self: SwitchboardTask, queue_id: int) -> int:
 def sweep(self: SwitchboardTask) -> dict[str, int]:
     report = services.sweep_stuck_work()
     return {"events": report.events, "deliveries": report.deliveries, "uncertain": report.uncertain}
+
+
+@app.task(name=METRICS_SNAPSHOT, base=SwitchboardTask, bind=True, autoretry_for=RETRY_ON, retry_backoff=True)
+def metrics_snapshot(self: SwitchboardTask) -> int:
+    return metrics.snapshot_take()

@@ -129,6 +129,10 @@ class Conversation(models.Model):
             models.Index(fields=["-last_message_at"], name="conv_recent"),
             models.Index(fields=["contact", "-last_message_at"], name="conv_contact"),
             models.Index(fields=["status", "-priority", "waiting_since"], name="conv_status_order"),
+            # Manager metrics over a time range (inbox/metrics/selectors.py).
+            models.Index(fields=["created_at"], name="conv_created"),
+            models.Index(fields=["first_response_at"], name="conv_first_response"),
+            models.Index(fields=["resolved_at"], name="conv_resolved"),
         ]
 
     def __str__(self) -> str:
@@ -249,7 +253,12 @@ class OutboundDelivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="delivery_due")]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="delivery_due"),
+            # Manager metrics: replies sent in a range, counts per channel and state (inbox/metrics).
+            models.Index(fields=["sent_at"], name="delivery_sent"),
+            models.Index(fields=["account", "state"], name="delivery_account_state"),
+        ]
         verbose_name_plural = "outbound deliveries"
 
     def __str__(self) -> str:

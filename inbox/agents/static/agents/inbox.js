@@ -45,6 +45,7 @@
       return;
     }
     if (page === 'inbox') refresh();
+    else if (page === 'dashboard') refreshSoon();
     else if (page === 'conversation') {
       const mine = ev.conversation === conversationId || ev.to === conversationId ||
         (ev.message && document.getElementById('m' + ev.message));
@@ -52,12 +53,24 @@
     }
   }
   function refresh() { clearTimeout(timer); timer = setTimeout(doRefresh, 150); }
+  // The dashboard: at most one refresh every 5 s however busy the queues are, and every 30 s regardless
+  // (waits grow while nothing happens).
+  let lastDash = 0, dashTimer = 0;
+  function refreshSoon() {
+    if (dashTimer) return;
+    dashTimer = setTimeout(() => { dashTimer = 0; lastDash = Date.now(); doRefresh(); }, Math.max(0, 5000 - (Date.now() - lastDash)));
+  }
   let refreshing = false, again = false;
   async function doRefresh() {
     if (refreshing) { again = true; return; }
     refreshing = true;
     try {
       if (page === 'inbox') await swapFromPage(location.href, ['[data-sb="rows"]', '[data-sb="queue-counts"]']);
+      else if (page === 'dashboard') {
+        const box = $('[data-sb="dashboard-body"]');
+        const r = await fetch(box.dataset.refresh, { credentials: 'same-origin', headers: { 'X-Requested-With': 'fetch' } });
+        if (r.ok) box.innerHTML = await r.text();
+      }
       else if (page === 'conversation') {
         const box = $('[data-sb="timeline-box"]');
         const atBottom = window.innerHeight + window.scrollY >= document.body.scrollHeight - 80;
@@ -204,5 +217,6 @@
     if (last) last.scrollIntoView({ block: 'nearest' });
   }
   if (page === 'inbox') select(-1);
+  if (page === 'dashboard') setInterval(refreshSoon, 30000);
   connect();
 })();
