@@ -63,4 +63,4 @@ def sweep(self: SwitchboardTask) -> dict[str, int]:
 
 @app.task(name=METRICS_SNAPSHOT, base=SwitchboardTask, bind=True, autoretry_for=RETRY_ON, retry_backoff=True)
 def metrics_snapshot(self: SwitchboardTask) -> int:
-    return metrics.snapshot_take()
+    return metrics.metrics_refresh()

@@ -37,7 +37,8 @@ def _fmt(value: float, unit: str) -> str:
 
 def line_chart(*, title: str, buckets: list[datetime], series: list[Series], unit: str = "") -> SafeString:
     """An accessible SVG line chart (role=img, <title>, <desc>), or a short text when there is nothing to draw."""
-    drawn = [s for s in series if any(v is not None for v in s.values)][: len(PALETTE)]
+    # A language with nothing to show (all empty or zero) stays off the chart; the tables still list it.
+    drawn = [s for s in series if any(v for v in s.values)][: len(PALETTE)]
     if not buckets or not drawn:
         return mark_safe(f'<p class="chart-empty">{escape(title)}: no data in this range.</p>')  # noqa: S308 - escaped
     top = max(v for s in drawn for v in s.values if v is not None) or 1.0

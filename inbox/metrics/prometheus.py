@@ -25,14 +25,16 @@ The number of SQL queries does not depend on the number of queues, accounts or c
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 import redis
 from django.conf import settings
@@ -133,14 +135,26 @@ def _bucket_aggregates(prefix: str, condition: Q) -> dict[str, Any]:
     return aggregates
 
 
-def conversation_histograms() -> tuple[dict[int, Histogram], dict[int, Histogram]]:
-    """First-response and resolution time histograms per queue id, over all conversations, in one query.
+Histograms = dict[int, Histogram]
+
+
+def conversation_histograms(
+    *, start: datetime | None = None, end: datetime | None = None
+) -> tuple[Histograms, Histograms]:
+    """First-response and resolution time histograms per queue id, in one query, for the first responses and
+    resolutions whose time is in [start, end) (None: unbounded).
 
     First response: first agent reply - created; resolution: resolved - created (conversations resolved now).
     Conversations not routed to a queue yet are left out.
     """
     first = Q(first_response_at__isnull=False)
     resolved = Q(resolved_at__isnull=False)
+    if start is not None:
+        first &= Q(first_response_at__gte=start)
+        resolved &= Q(resolved_at__gte=start)
+    if end is not None:
+        first &= Q(first_response_at__lt=end)
+        resolved &= Q(resolved_at__lt=end)
     rows = (
         Conversation.objects.filter(queue__isnull=False)
         .filter(first | resolved)
@@ -149,8 +163,8 @@ def conversation_histograms() -> tuple[dict[int, Histogram], dict[int, Histogram
         .values("queue_id")
         .annotate(**_bucket_aggregates("fr", first), **_bucket_aggregates("res", resolved))
     )
-    first_response: dict[int, Histogram] = {}
-    resolution: dict[int, Histogram] = {}
+    first_response: Histograms = {}
+    resolution: Histograms = {}
     for row in rows:
         for prefix, target in (("fr", first_response), ("res", resolution)):
             total: timedelta | None = row[f"{prefix}_sum"]
@@ -162,22 +176,106 @@ def conversation_histograms() -> tuple[dict[int, Histogram], dict[int, Histogram
     return first_response, resolution
 
 
-def delivery_totals() -> dict[int, tuple[int, int]]:
-    """All-time (sent, failed) deliveries per channel account id, in one query.
+def replies_sent(*, start: datetime | None = None, end: datetime | None = None) -> dict[int, int]:
+    """Deliveries sent per channel account id, with sent_at in [start, end)."""
+    rows = OutboundDelivery.objects.filter(state=OutboundDelivery.State.SENT)
+    if start is not None:
+        rows = rows.filter(sent_at__gte=start)
+    if end is not None:  # a sent delivery without its time (none should exist) counts with the past
+        rows = rows.filter(Q(sent_at__lt=end) | Q(sent_at__isnull=True))
+    return dict(rows.order_by().values_list("account_id").annotate(n=Count("pk")).values_list("account_id", "n"))
 
-    A plain ``GROUP BY account_id, state`` (a few rows per account): with an index on (account_id, state) PostgreSQL
-    answers it from the index alone; without one it is one sequential scan of the table.
-    """
-    totals: dict[int, tuple[int, int]] = {}
-    rows = OutboundDelivery.objects.order_by().values_list("account_id", "state").annotate(n=Count("pk"))
-    for account_id, state, n in rows:
-        sent, failed = totals.get(account_id, (0, 0))
-        if state == OutboundDelivery.State.SENT:
-            sent += n
-        elif state == OutboundDelivery.State.FAILED:
-            failed += n
-        totals[account_id] = (sent, failed)
-    return totals
+
+def deliveries_failed() -> dict[int, int]:
+    """Deliveries given up on, per account (few: the (account, state) index answers it)."""
+    rows = OutboundDelivery.objects.filter(state=OutboundDelivery.State.FAILED).order_by().values_list("account_id")
+    return dict(rows.annotate(n=Count("pk")).values_list("account_id", "n"))
+
+
+# --- The all-time totals, without reading every row at every scrape ---------------------------------------------
+# The all-time histograms and the sent counter are the part before the current hour — computed once an hour and
+# kept in Redis (the beat's metrics task prepares it each minute, so no scrape waits for it) — plus the current
+# hour, read live through the time indexes. Redis lost or flushed: the next scrape or beat computes it again. A
+# conversation reopened after its hour keeps counting until the hour turns (Prometheus sees a small reset then).
+HISTORY_KEY = "switchboard:metrics:history:{hour}"
+HISTORY_TTL_SECONDS = 2 * 3600
+
+
+@dataclass
+class History:
+    first_response: Histograms
+    resolution: Histograms
+    sent: dict[int, int]
+
+    def to_json(self) -> str:
+        def hists(h: Histograms) -> dict[str, Any]:
+            return {str(k): [v.buckets, v.count, v.sum_seconds] for k, v in h.items()}
+
+        return json.dumps(
+            {"fr": hists(self.first_response), "res": hists(self.resolution), "sent": self.sent}, sort_keys=True
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> History:
+        data = json.loads(raw)
+
+        def hists(h: dict[str, Any]) -> Histograms:
+            return {int(k): Histogram(buckets=list(v[0]), count=v[1], sum_seconds=v[2]) for k, v in h.items()}
+
+        return cls(hists(data["fr"]), hists(data["res"]), {int(k): v for k, v in data["sent"].items()})
+
+    def plus(self, other: History) -> History:
+        def add(a: Histograms, b: Histograms) -> Histograms:
+            out = {k: Histogram(list(v.buckets), v.count, v.sum_seconds) for k, v in a.items()}
+            for k, v in b.items():
+                mine = out.setdefault(k, Histogram())
+                mine.buckets = [x + y for x, y in zip(mine.buckets, v.buckets, strict=True)]
+                mine.count += v.count
+                mine.sum_seconds += v.sum_seconds
+            return out
+
+        sent = dict(Counter(self.sent) + Counter(other.sent))
+        return History(add(self.first_response, other.first_response), add(self.resolution, other.resolution), sent)
+
+
+def _history(*, start: datetime | None, end: datetime | None) -> History:
+    first_response, resolution = conversation_histograms(start=start, end=end)
+    return History(first_response, resolution, replies_sent(start=start, end=end))
+
+
+def history_before(hour: datetime) -> History:
+    """Everything before ``hour`` (a whole hour), from Redis when another scrape or the beat computed it."""
+    key = HISTORY_KEY.format(hour=hour.strftime("%Y%m%dT%H"))
+    client = broker_client()
+    try:
+        cached = client.get(key)
+        if cached:
+            return History.from_json(cast(bytes, cached))
+    except redis.RedisError:
+        logger.warning("metrics history cache unreachable; computing it", exc_info=True)
+    history = _history(start=None, end=hour)
+    with contextlib.suppress(redis.RedisError):  # logged above; the figures are right either way
+        client.set(key, history.to_json(), ex=HISTORY_TTL_SECONDS)
+    return history
+
+
+def history_forget() -> None:
+    """Drop the cached hours (after an import of old data, or between tests that rewrite the past)."""
+    client = broker_client()
+    with contextlib.suppress(redis.RedisError):
+        keys = list(client.scan_iter(match=HISTORY_KEY.format(hour="*")))
+        if keys:
+            client.delete(*keys)
+
+
+def all_time_history(now: datetime | None = None) -> History:
+    hour = (now or timezone.now()).replace(minute=0, second=0, microsecond=0)
+    return history_before(hour).plus(_history(start=hour, end=None))
+
+
+def metrics_prepare(now: datetime | None = None) -> None:
+    """Called by the beat every minute: the current hour's history is in Redis before any scrape needs it."""
+    history_before((now or timezone.now()).replace(minute=0, second=0, microsecond=0))
 
 
 def broker_figures(*, now: float | None = None) -> BrokerFigures | None:
@@ -258,12 +356,13 @@ class SwitchboardCollector(Collector):
     """Reads everything at scrape time; holds no state between scrapes."""
 
     def collect(self) -> Iterator[Metric]:
-        yield from self.collect_queues()
-        yield from self.collect_channels()
+        now = timezone.now()
+        history = all_time_history(now)
+        yield from self.collect_queues(now, history)
+        yield from self.collect_channels(now, history)
         yield from self.collect_broker()
 
-    def collect_queues(self) -> Iterable[Metric]:
-        now = timezone.now()
+    def collect_queues(self, now: datetime, history: History) -> Iterable[Metric]:
         labels = queue_labels()
         queues = queue_metrics(range=TimeRange(start=now - GAUGE_WINDOW, end=now), now=now)
         waiting = _gauge("queue_waiting", "Customers waiting for an answer now.", ["queue"])
@@ -293,7 +392,7 @@ class SwitchboardCollector(Collector):
                 needed.add_metric(queue_label, queue.agents_needed)
         yield from (waiting, oldest, open_, assigned, online, load, capacity, needed)
 
-        first_response, resolution = conversation_histograms()
+        first_response, resolution = history.first_response, history.resolution
         for name, documentation, figures in (
             ("first_response_seconds", "Time from a conversation's start to the first agent reply.", first_response),
             ("resolution_seconds", "Time from a conversation's start to its resolution.", resolution),
@@ -307,8 +406,7 @@ class SwitchboardCollector(Collector):
                 family.add_metric(list(label), buckets, histogram.sum_seconds)
             yield family
 
-    def collect_channels(self) -> Iterable[Metric]:
-        now = timezone.now()
+    def collect_channels(self, now: datetime, history: History) -> Iterable[Metric]:
         labels = account_labels()
         channels = channel_metrics(range=TimeRange(start=now - GAUGE_WINDOW, end=now), now=now)
         names = ["channel", "account"]
@@ -324,15 +422,14 @@ class SwitchboardCollector(Collector):
             retrying.add_metric(account_label, channel.deliveries_retrying)
         yield from (waiting, open_, retrying)
 
-        totals = delivery_totals()
+        sent_totals, failed_totals = history.sent, deliveries_failed()
         sent = CounterMetricFamily(PREFIX + "replies_sent", "Replies delivered to the provider.", labels=names)
         failed = CounterMetricFamily(
             PREFIX + "deliveries_failed", "Replies given up on (dead-lettered) after their attempts.", labels=names
         )
         for account_id, label in sorted(labels.items(), key=lambda item: item[1]):
-            sent_count, failed_count = totals.get(account_id, (0, 0))
-            sent.add_metric(list(label), sent_count)
-            failed.add_metric(list(label), failed_count)
+            sent.add_metric(list(label), sent_totals.get(account_id, 0))
+            failed.add_metric(list(label), failed_totals.get(account_id, 0))
         yield from (sent, failed)
 
     def collect_broker(self) -> Iterable[Metric]:

@@ -36,3 +36,13 @@ def snapshot_take(*, at: datetime | None = None) -> int:
             queue_id=queue_id, bucket=bucket, defaults={**values, "taken_at": taken_at}
         )
     return len(figures)
+
+
+def metrics_refresh() -> int:
+    """The beat's minute: this hour's snapshot rows, and the all-time part of /metrics for the hours before this
+    one in Redis, before a scrape needs it (inbox/metrics/prometheus.py). Returns the snapshot rows written."""
+    from inbox.metrics.prometheus import metrics_prepare
+
+    count = snapshot_take()
+    metrics_prepare()
+    return count

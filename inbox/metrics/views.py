@@ -100,11 +100,28 @@ def _charts(data: Overview) -> dict[str, Any]:
     }
 
 
+def _summary(data: Overview) -> dict[str, Any]:
+    """The strip at the top: where customers wait longest right now, and whether the queues are staffed."""
+    waiting = [q for q in data.queues if q.oldest_wait_seconds is not None]
+    worst = max(waiting, key=lambda q: q.oldest_wait_seconds or 0.0, default=None)
+    short = [q for q in data.queues if q.agents_needed is not None and q.agents_needed > q.agents_online]
+    return {
+        "waiting": sum(q.waiting_now for q in data.queues),
+        "worst": worst,
+        "breaches": sum(q.first_response_breaches for q in data.queues),
+        "online": sum(q.agents_online for q in data.queues),
+        "understaffed": short,
+        "failed": sum(c.deliveries_failed for c in data.channels),
+    }
+
+
 @require_GET
 @managers_only
 def dashboard(request: HttpRequest) -> HttpResponse:
     data, preset, note = _figures(request)
     context = {
+        "summary": _summary(data),
+        "bucket_label": "hour" if data.bucket_seconds <= 3600 else "day",
         "nav": "dashboard",
         "data": data,
         "preset": preset,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.browser.conftest import expect, skip_unless_browser
-from tests.browser.test_inbox import SPANISH, Visitor, routed
+from tests.browser.conftest import Visitor, expect, skip_unless_browser
+from tests.browser.test_inbox import SPANISH, routed
+from tests.browser.test_widget import SCREENSHOTS
 from tests.factories import make_demo
 
 skip_unless_browser(module=True)
@@ -28,4 +29,6 @@ def test_dashboard_updates_live_and_is_captured(live_worker, web_server, agent_p
     expect(maria.page.locator('[data-sb="channel-row"][data-kind="webchat"]')).to_be_visible()
     expect(maria.page.locator("svg.chart").first).to_be_visible()
     assert maria.unlabelled_controls() == []
+    expect(maria.sb("total-waiting")).to_have_text("1")
     maria.shot("dashboard")
+    maria.page.screenshot(path=str(SCREENSHOTS / "dashboard-full-page.png"), full_page=True)

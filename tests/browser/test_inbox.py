@@ -8,19 +8,11 @@ open another queue's conversation by URL. Screenshots of the main pages go to te
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
-
-import httpx
-import pytest
-
 from inbox.conversations.models import Conversation, Message
-from tests.browser.conftest import TIMEOUT_MS, expect, skip_unless_browser
+from tests.browser.conftest import AGENT_VIEWPORT, Visitor, expect, skip_unless_browser
 from tests.browser.test_widget import SCREENSHOTS, assert_png
 from tests.conftest import wait_for
-from tests.factories import PASSWORD, make_demo
+from tests.factories import make_demo
 
 skip_unless_browser(module=True)
 
@@ -29,86 +21,7 @@ SPANISH_2 = "Además, ¿cuánto tarda una transferencia internacional?"
 RUSSIAN = "Здравствуйте, я не могу вывести деньги со своего счёта со вчерашнего дня."
 REPLY = "¡Hola! Ya estamos revisando tu retiro."
 NOTE = "Nota interna: cliente con dos retiros pendientes, revisar con finanzas."
-VIEWPORT = {"width": 1280, "height": 800}
-
-
-class Visitor:
-    """A web chat visitor talking to the install's visitor API (what the widget does underneath)."""
-
-    def __init__(self, base: str, key: str) -> None:
-        self.http = httpx.Client(base_url=base, timeout=10)
-        response = self.http.post(f"/api/webchat/v1/{key}/sessions", json={})
-        assert response.status_code in (200, 201), response.text
-        self.http.headers["Authorization"] = f"Bearer {response.json()['token']}"
-
-    def say(self, text: str) -> None:
-        response = self.http.post("/api/webchat/v1/messages", json={"client_id": str(uuid.uuid4()), "text": text})
-        assert response.status_code in (200, 202), response.text
-
-    def sees(self) -> list[dict[str, Any]]:
-        response = self.http.get("/api/webchat/v1/messages")
-        assert response.status_code == 200, response.text
-        return list(response.json()["messages"])
-
-
-@dataclass
-class AgentPage:
-    page: Any
-    base: str
-
-    def sb(self, hook: str) -> Any:
-        return self.page.locator(f'[data-sb="{hook}"]')
-
-    def row(self, conversation_id: int) -> Any:
-        return self.page.locator(f'[data-sb="conversation-row"][data-id="{conversation_id}"]')
-
-    def live(self) -> None:
-        """The page's websocket is connected (events from now on reach it)."""
-        expect(self.page.locator("body[data-live=on]")).to_have_count(1)
-
-    def unlabelled_controls(self) -> list[str]:
-        """Form controls without an accessible name (a <label>, aria-label or aria-labelledby): must be none."""
-        return list(
-            self.page.evaluate(
-                """() => [...document.querySelectorAll('input, select, textarea, button')]
-                .filter((el) => el.type !== 'hidden' && el.offsetParent !== null)
-                .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
-                    && !el.getAttribute('aria-labelledby') && !(el.tagName === 'BUTTON' && el.textContent.trim()))
-                .map((el) => el.outerHTML.slice(0, 120))"""
-            )
-        )
-
-    def shot(self, name: str) -> None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{name}.png"
-        self.page.screenshot(path=str(path))
-        assert_png(path, VIEWPORT["width"], VIEWPORT["height"])
-
-
-@pytest.fixture
-def agent_page(browser: Any, web_server: Any) -> Iterator[Callable[[str], AgentPage]]:
-    contexts: list[Any] = []
-
-    def sign_in(username: str) -> AgentPage:
-        context = browser.new_context(viewport=VIEWPORT, locale="en-US")
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{web_server.url}/inbox/")
-        expect(page).to_have_url(f"{web_server.url}/login/?next=/inbox/")
-        page.get_by_label("Username").fill(username)
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page).to_have_url(f"{web_server.url}/inbox/")
-        agent = AgentPage(page=page, base=web_server.url)
-        agent.errors = errors  # type: ignore[attr-defined]
-        return agent
-
-    yield sign_in
-    for context in contexts:
-        context.close()
+VIEWPORT = AGENT_VIEWPORT
 
 
 def routed(text: str) -> Conversation:

@@ -25,7 +25,9 @@ def duration(seconds: float | None) -> str:
 def rate(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+    if value == 0:
+        return "0"
+    return f"{value:.2f}" if value < 1 else f"{value:.1f}" if value < 10 else f"{value:.0f}"
 
 
 @register.filter
