@@ -85,19 +85,23 @@ def contact_merge(*, target: Contact, source: Contact, actor: Any) -> ContactMer
                     f"{_label(contact)} was merged into {_label(away.target)}: use that contact, "
                     "or undo that merge first"
                 )
-        # Identities locked first: intake locks the sender's identity before it opens a conversation for it, so
-        # a conversation being opened right now is committed before we collect the conversations below (and one
-        # opened after we hold these locks sees the identity's new contact).
+
+        # Lock order, the same as intake's: the conversations first (a reply being ingested into one of them
+        # finishes first and is moved with it), then the identities FOR UPDATE, which waits for an intake that has
+        # read an identity FOR KEY SHARE to open a new conversation (intake._identity_key_shared) and makes any
+        # later one wait for us. Then the conversations again, to take those that such an intake just committed.
+        def conversations() -> list[int]:
+            rows = Conversation.objects.select_for_update().filter(contact=merged).order_by("pk")
+            return sorted(rows.values_list("pk", flat=True))
+
+        conversations()
         identity_ids = sorted(
             ContactIdentity.objects.select_for_update()
             .filter(contact=merged)
             .order_by("pk")
             .values_list("pk", flat=True)
         )
-        # Locked, so a reply being ingested right now into one of them finishes first and is moved with it.
-        conversation_ids = sorted(
-            Conversation.objects.select_for_update().filter(contact=merged).order_by("pk").values_list("pk", flat=True)
-        )
+        conversation_ids = conversations()
         ContactIdentity.objects.filter(pk__in=identity_ids).update(contact=kept)
         Conversation.objects.filter(pk__in=conversation_ids).update(contact=kept)
         filled_name = merged.name if not kept.name and merged.name else ""

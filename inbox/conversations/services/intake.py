@@ -274,16 +274,9 @@ def _event_failed(event: InboundEvent, exc: Exception, report: ProcessReport) ->
 
 
 def _identity_get_or_create(*, kind: str, inbound: InboundMessage) -> ContactIdentity:
-    # Locked (FOR NO KEY UPDATE, this row only) so a contact merge moving this identity either finishes before we
-    # read its contact or waits until our new conversation is stored, which the merge then moves too.
-    identity = (
-        ContactIdentity.objects.select_for_update(no_key=True, of=("self",))
-        .select_related("contact")
-        .filter(kind=kind, handle=inbound.sender.handle)
-        .first()
-    )
+    identity = ContactIdentity.objects.select_related("contact").filter(kind=kind, handle=inbound.sender.handle).first()
     if identity is not None:
-        return identity
+        return _identity_key_shared(identity)
     try:
         with transaction.atomic():
             contact = Contact.objects.create(name=inbound.sender.display_name[:200], email=inbound.sender.email[:254])
@@ -293,6 +286,27 @@ def _identity_get_or_create(*, kind: str, inbound: InboundMessage) -> ContactIde
     except IntegrityError:
         # Another worker created it first (the first message of a new contact arriving twice at once).
         return ContactIdentity.objects.select_related("contact").get(kind=kind, handle=inbound.sender.handle)
+
+
+def _identity_key_shared(identity: ContactIdentity) -> ContactIdentity:
+    """The identity, FOR KEY SHARE locked, with the contact it has now.
+
+    A contact merge locks the identities it moves FOR UPDATE: this waits for a merge in progress and then reads the
+    identity's new contact, and a merge starting after this waits until our new conversation is committed (and
+    then moves it too). KEY SHARE does not conflict with itself, nor with the KEY SHARE that inserting a row
+    referencing the identity takes anyway, so concurrent ingests of one sender never wait on each other here.
+    (Django has no FOR KEY SHARE; SQLite, the single-writer demo database, needs no row lock.)
+    """
+    if connection.vendor != "postgresql":
+        return identity
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT contact_id FROM conversations_contactidentity WHERE id = %s FOR KEY SHARE", [identity.pk]
+        )
+        row = cursor.fetchone()
+    if row is not None and row[0] != identity.contact_id:
+        return ContactIdentity.objects.select_related("contact").get(pk=identity.pk)
+    return identity
 
 
 def _replied_conversation(*, account: ChannelAccount, inbound: InboundMessage) -> Conversation | None:
