@@ -223,7 +223,7 @@ SWITCHBOARD_METRICS_TOKEN = os.environ.get("SWITCHBOARD_METRICS_TOKEN", "")
 # The inbox: conversations per page of the list.
 SWITCHBOARD_INBOX_PAGE_SIZE = _env_int("SWITCHBOARD_INBOX_PAGE_SIZE", 50)
 # The conversation page shows the contact's latest messages; older ones a click away.
-SWITCHBOARD_TIMELINE_PAGE_SIZE = _env_int("SWITCHBOARD_TIMELINE_PAGE_SIZE", 100)
+SWITCHBOARD_TIMELINE_PAGE_SIZE = _env_int("SWITCHBOARD_TIMELINE_PAGE_SIZE", 50)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {

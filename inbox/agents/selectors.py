@@ -8,7 +8,8 @@ from typing import Any, cast
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import CharField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Concat, Substr
 
 from inbox.agents.models import ConversationRead
 from inbox.conversations.models import Conversation, Message
@@ -126,8 +127,10 @@ def _search(qs: QuerySet[Conversation], q: str) -> QuerySet[Conversation]:
     """Every word must occur in one of the conversation's messages (any language, any script: a substring
     match served by the trigram index on PostgreSQL), or in its subject or the contact's name."""
     for word in q.split()[:8]:
-        in_messages = Message.objects.filter(text__icontains=word).values("conversation_id")
-        qs = qs.filter(Q(pk__in=in_messages) | Q(subject__icontains=word) | Q(contact__name__icontains=word))
+        # EXISTS per candidate conversation (through msg_timeline), not IN (all matching messages): a common word
+        # matches tens of thousands of messages, but the list only needs the first page of conversations.
+        in_messages = Exists(Message.objects.filter(conversation=OuterRef("pk"), text__icontains=word))
+        qs = qs.filter(in_messages | Q(subject__icontains=word) | Q(contact__name__icontains=word))
     return qs
 
 
@@ -136,7 +139,12 @@ def inbox_conversations(
 ) -> tuple[list[Conversation], bool]:
     """One page of the list and whether there is another. One query, whatever the page size: the row's channel,
     queue, contact, assignee, last message preview and the caller's read mark come in the same statement."""
-    qs = conversations_visible_to(user).select_related("assignee")
+    # The account's secrets (decrypted per row), settings and poll cursor are not shown in a row.
+    qs = (
+        conversations_visible_to(user)
+        .select_related("assignee")
+        .defer("account__secrets", "account__settings", "account__cursor", "assignee__password")
+    )
     if filters.status != "all":
         qs = qs.filter(status=filters.status)
     if filters.queue is not None:
@@ -156,17 +164,17 @@ def inbox_conversations(
     last = Message.objects.filter(conversation=OuterRef("pk")).exclude(direction=Message.Direction.NOTE)
     last = last.order_by("-created_at", "-id")
     mine = ConversationRead.objects.filter(conversation=OuterRef("pk"), user_id=cast(int, user.pk))
+    # One subquery for the last message's direction and the start of its text ("in|Hello...").
+    head = Concat(F("direction"), Value("|"), Substr("text", 1, 140), output_field=CharField())
     qs = qs.annotate(
-        preview=Subquery(last.values("text")[:1]),
-        preview_direction=Subquery(last.values("direction")[:1]),
-        read_at=Subquery(mine.values("read_at")[:1]),
+        last=Subquery(last.annotate(head=head).values("head")[:1]), read_at=Subquery(mine.values("read_at")[:1])
     )
     order = [F("priority").desc(), F("waiting_since").asc(nulls_last=True), F("last_message_at").desc(nulls_last=True)]
     start = (filters.page - 1) * page_size
     rows: list[Any] = list(qs.order_by(*order, "-id")[start : start + page_size + 1])
     for row in rows:
-        row.preview = (row.preview or "")[:140]
-        row.unread = row.preview_direction == Message.Direction.INBOUND and (
+        direction, _, row.preview = (row.last or "").partition("|")
+        row.unread = direction == Message.Direction.INBOUND and (
             row.read_at is None or (row.last_message_at is not None and row.last_message_at > row.read_at)
         )
     return rows[:page_size], len(rows) > page_size

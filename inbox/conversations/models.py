@@ -10,7 +10,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from inbox.common.crypto import EncryptedJSONField
@@ -129,6 +129,25 @@ class Conversation(models.Model):
             models.Index(fields=["-last_message_at"], name="conv_recent"),
             models.Index(fields=["contact", "-last_message_at"], name="conv_contact"),
             models.Index(fields=["status", "-priority", "waiting_since"], name="conv_status_order"),
+            # The inbox list's exact order (inbox/agents/selectors.py: inbox_conversations), all queues and per queue:
+            # the first page is read off the index whatever the status filter.
+            models.Index(
+                F("status"),
+                F("priority").desc(),
+                F("waiting_since").asc(nulls_last=True),
+                F("last_message_at").desc(nulls_last=True),
+                F("id").desc(),
+                name="conv_inbox_order",
+            ),
+            models.Index(
+                F("queue"),
+                F("status"),
+                F("priority").desc(),
+                F("waiting_since").asc(nulls_last=True),
+                F("last_message_at").desc(nulls_last=True),
+                F("id").desc(),
+                name="conv_queue_inbox_order",
+            ),
             # Manager metrics over a time range (inbox/metrics/selectors.py).
             models.Index(fields=["created_at"], name="conv_created"),
             models.Index(fields=["first_response_at"], name="conv_first_response"),
