@@ -224,5 +224,9 @@ def demo_committed(transactional_db: None) -> Any:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Tests that use the live worker are slower: run them last, so quick failures show first.
-    items.sort(key=lambda item: "live_worker" in getattr(item, "fixturenames", ()))
+    # Tests that start the worker (or the web server, which needs it) run last. Once started, the session's worker
+    # takes every task the later tests enqueue: a test that processes its events itself, in its own threads, must
+    # not have a worker racing it for them (and a test's table flush must not race the worker's writes).
+    # Last also because they are slower, so quick failures show first.
+    live = ("live_worker", "celery_worker", "web_server")
+    items.sort(key=lambda item: any(name in getattr(item, "fixturenames", ()) for name in live))

@@ -169,7 +169,8 @@ def inbox_conversations(
     qs = qs.annotate(
         last=Subquery(last.annotate(head=head).values("head")[:1]), read_at=Subquery(mine.values("read_at")[:1])
     )
-    order = [F("priority").desc(), F("waiting_since").asc(nulls_last=True), F("last_message_at").desc(nulls_last=True)]
+    # The order of the conv_inbox_order index (models.py), so the first page is read off it.
+    order = [F("priority").desc(), F("waiting_since").asc(nulls_last=True), F("last_message_at").desc()]
     start = (filters.page - 1) * page_size
     rows: list[Any] = list(qs.order_by(*order, "-id")[start : start + page_size + 1])
     for row in rows:

@@ -134,8 +134,8 @@ class Conversation(models.Model):
             models.Index(
                 F("status"),
                 F("priority").desc(),
-                F("waiting_since").asc(nulls_last=True),
-                F("last_message_at").desc(nulls_last=True),
+                F("waiting_since").asc(),  # PostgreSQL: ASC is NULLS LAST (SQLite cannot say so in an index)
+                F("last_message_at").desc(),
                 F("id").desc(),
                 name="conv_inbox_order",
             ),
@@ -143,8 +143,8 @@ class Conversation(models.Model):
                 F("queue"),
                 F("status"),
                 F("priority").desc(),
-                F("waiting_since").asc(nulls_last=True),
-                F("last_message_at").desc(nulls_last=True),
+                F("waiting_since").asc(),  # PostgreSQL: ASC is NULLS LAST (SQLite cannot say so in an index)
+                F("last_message_at").desc(),
                 F("id").desc(),
                 name="conv_queue_inbox_order",
             ),
