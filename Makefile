@@ -41,6 +41,7 @@ bench: $(STAMP) services
 	$(PY) bench/telegram.py --updates 2000 --repeat 3
 	$(PY) bench/webchat.py
 	$(PY) bench/inbox.py
+	$(PY) bench/metrics.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -22,31 +22,21 @@ _BENCH = str(Path(__file__).resolve().parent)
 sys.path[:] = [p for p in sys.path if p not in ("", _BENCH)] + [_BENCH]
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
 import time
 from datetime import timedelta
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BENCH_DB = "switchboard_bench_inbox"
 TOKEN = "bench-metrics-token"
+MANAGER = "bench-manager"  # made by bench/inbox.py's seed
 
 
 def log(message: str) -> None:
     print(f"[bench/metrics] {message}", file=sys.stderr, flush=True)
-
-
-def inbox_bench() -> Any:
-    """bench/inbox.py as a module (its file name would shadow the `inbox` package as a plain import)."""
-    spec = importlib.util.spec_from_file_location("bench_inbox", Path(__file__).resolve().parent / "inbox.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def pct(values: list[float], q: float) -> float:
@@ -104,7 +94,7 @@ def main() -> None:
     prepare = time.perf_counter() - started
     log(f"beat work: 25 hourly snapshots in {snapshots:.2f} s; /metrics hour cache prepared in {prepare * 1000:.0f} ms")
 
-    manager = get_user_model().objects.get(username=inbox_bench().MANAGER)
+    manager = get_user_model().objects.get(username=MANAGER)
     client = Client()
     client.force_login(manager)
     auth = {"Authorization": f"Bearer {TOKEN}"}
