@@ -34,6 +34,7 @@ from inbox.agents.selectors import (
     role_of,
 )
 from inbox.agents.services import canned_render, conversation_mark_read
+from inbox.agents.views import MAX_REPLY_FILE_BYTES, MAX_REPLY_FILES  # one limit for the page and the API
 from inbox.conversations.channels import connector_for, reply_mode
 from inbox.conversations.models import Attachment, ChannelAccount, Conversation, Message
 from inbox.conversations.services import (
@@ -53,9 +54,6 @@ from inbox.conversations.services import (
 )
 from inbox.routing.models import AgentProfile, AgentQueue
 from inbox.routing.services import agent_set_presence
-
-MAX_REPLY_FILES = 10
-MAX_REPLY_FILE_BYTES = 20 * 2**20
 
 CHANNEL_LABELS = {"email": "E-mail", "telegram": "Telegram", "x": "X", "webchat": "Web chat", "api": "API"}
 
