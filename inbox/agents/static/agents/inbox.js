@@ -25,7 +25,9 @@
   function connect() {
     if (!body.dataset.user) return;
     ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws/agent/');
-    ws.onopen = () => { tries = 0; setLive(true); if (everConnected) refresh(); everConnected = true; };
+    // Refresh once the socket is open, the first time too: whatever changed between the server rendering this page
+    // and the socket joining its groups (a reply sent by the worker meanwhile) was announced to nobody here.
+    ws.onopen = () => { tries = 0; setLive(true); refresh(); };
     ws.onmessage = (e) => { try { onEvent(JSON.parse(e.data)); } catch (err) { /* not JSON: ignore */ } };
     ws.onclose = (e) => {
       ws = null;
@@ -35,7 +37,6 @@
       setTimeout(connect, wait);
     };
   }
-  let everConnected = false;
   function send(frame) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(frame)); }
 
   function onEvent(ev) {
