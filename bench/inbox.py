@@ -22,7 +22,8 @@ and 1,000,000 messages in PostgreSQL, and the number of SQL queries per page at 
    (SWITCHBOARD_INBOX_PAGE_SIZE for the list, SWITCHBOARD_TIMELINE_PAGE_SIZE for a conversation), and
    EXPLAIN (ANALYZE, BUFFERS) of each page's slowest query. Exits non-zero when a page answers other than 200.
 
-Connections as configured (DB_CONN_MAX_AGE, default 0: a new connection per request, included in the times).
+Connections as in a web process: borrowed from the psycopg pool (DB_POOL=1, inbox/asgi.py sets it); DB_POOL=0 in
+the environment measures a new connection per request instead.
 """
 
 from __future__ import annotations
@@ -1262,9 +1263,15 @@ def report(args: argparse.Namespace, cases: list[Case]) -> None:
     print(f"machine               {machine()}; PostgreSQL {pg.split()[0]}, shared_buffers {buffers}")
     print(f"date                  {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(f"load average          {args.load_before} before, {load()} after (1 / 5 / 15 min)")
+    pool = connection.settings_dict.get("OPTIONS", {}).get("pool")
     conn_age = connection.settings_dict.get("CONN_MAX_AGE")
     print(
-        f"connections           CONN_MAX_AGE={conn_age} ({'a new connection per request' if not conn_age else 'kept'})"
+        "connections           "
+        + (
+            f"psycopg pool {pool}"
+            if pool
+            else f"CONN_MAX_AGE={conn_age} ({'a new one per request' if not conn_age else 'kept'})"
+        )
     )
     print()
     print(f"inbox render time, ms: median over {args.rounds} rounds of p50 / p95 / p99 ({args.requests} requests each)")
@@ -1334,6 +1341,7 @@ def main() -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/5")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inbox.settings")
+    os.environ.setdefault("DB_POOL", "1")  # as inbox/asgi.py sets it for the web process
     ensure_database(url)
     import django
     from django.core.management import call_command

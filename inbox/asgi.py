@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inbox.settings")
+# A web process borrows database connections from a pool (settings.py); DB_POOL=0 turns it off.
+os.environ.setdefault("DB_POOL", "1")
 django_asgi_app = get_asgi_application()
 if settings.DEBUG:
     # The demo (`make run`) serves the admin's CSS/JS itself; production puts a web server or CDN in front.

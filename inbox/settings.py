@@ -103,9 +103,18 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
     # No persistent connections (CONN_MAX_AGE=0): under ASGI each request may run on another executor thread, and a
     # persistent connection per thread piles up until PostgreSQL refuses clients (seen at 8 concurrent webhook
-    # clients in bench/telegram.py). A connect on loopback costs ~2 ms; workers connect once per task (a batch).
-    # For many web processes, put PgBouncer in front (docs/architecture.md).
+    # clients in bench/telegram.py). Web processes (inbox/asgi.py, inbox/wsgi.py set DB_POOL=1) borrow connections
+    # from a psycopg pool per process instead: bounded (DB_POOL_MAX_SIZE), shared by the executor threads, and no
+    # connect per request. Workers connect once per task (a batch) and are forked, so they keep plain connections.
+    # For many web processes, size the pools against max_connections or put PgBouncer in front (docs/scaling.md).
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=_env_int("DB_CONN_MAX_AGE", 0))}
+    if os.environ.get("DB_POOL", "0") == "1" and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django requires it with a pool
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": _env_int("DB_POOL_MIN_SIZE", 1),
+            "max_size": _env_int("DB_POOL_MAX_SIZE", 8),
+            "timeout": _env_int("DB_POOL_TIMEOUT", 10),  # seconds a request waits for a free connection
+        }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connection
 from django.db.models import CharField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Concat, Substr
 
@@ -123,13 +125,36 @@ class InboxFilters:
         return urlencode({k: v for k, v in values.items() if v not in (None, "")})
 
 
+# A word that the planner expects in fewer messages than this is looked up through the trigram index first.
+RARE_WORD_MESSAGES = 2000
+
+
+def _few_messages_contain(word: str) -> bool:
+    """Whether PostgreSQL expects few messages to contain `word` (pg_trgm's estimate from the GIN index's statistics;
+    planning only, nothing is read). Always False elsewhere."""
+    if connection.vendor != "postgresql":
+        return False
+    sql, params = Message.objects.filter(text__icontains=word).values("pk").query.sql_with_params()
+    with connection.cursor() as cur:
+        cur.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cur.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return int(plan[0]["Plan"]["Plan Rows"]) < RARE_WORD_MESSAGES
+
+
 def _search(qs: QuerySet[Conversation], q: str) -> QuerySet[Conversation]:
     """Every word must occur in one of the conversation's messages (any language, any script: a substring
     match served by the trigram index on PostgreSQL), or in its subject or the contact's name."""
     for word in q.split()[:8]:
-        # EXISTS per candidate conversation (through msg_timeline), not IN (all matching messages): a common word
-        # matches tens of thousands of messages, but the list only needs the first page of conversations.
-        in_messages = Exists(Message.objects.filter(conversation=OuterRef("pk"), text__icontains=word))
+        matching = Message.objects.filter(text__icontains=word)
+        if _few_messages_contain(word):
+            # A rare word (an order number, a name): its few messages come off the trigram index once, hashed, and
+            # each candidate conversation is a lookup. EXISTS would read every candidate's messages looking for it.
+            in_messages = Q(pk__in=matching.values("conversation_id"))
+        else:
+            # EXISTS per candidate conversation (through msg_timeline), not IN (all matching messages): a common
+            # word matches tens of thousands of messages, but the list only needs the first page of conversations.
+            in_messages = Q(Exists(matching.filter(conversation=OuterRef("pk"))))
         qs = qs.filter(in_messages | Q(subject__icontains=word) | Q(contact__name__icontains=word))
     return qs
 
@@ -139,12 +164,7 @@ def inbox_conversations(
 ) -> tuple[list[Conversation], bool]:
     """One page of the list and whether there is another. One query, whatever the page size: the row's channel,
     queue, contact, assignee, last message preview and the caller's read mark come in the same statement."""
-    # The account's secrets (decrypted per row), settings and poll cursor are not shown in a row.
-    qs = (
-        conversations_visible_to(user)
-        .select_related("assignee")
-        .defer("account__secrets", "account__settings", "account__cursor", "assignee__password")
-    )
+    qs = conversations_visible_to(user)
     if filters.status != "all":
         qs = qs.filter(status=filters.status)
     if filters.queue is not None:
@@ -161,18 +181,27 @@ def inbox_conversations(
         qs = qs.filter(priority=filters.priority)
     if filters.q:
         qs = _search(qs, filters.q)
+    # The order of the conv_inbox_order index (models.py), so the first page is read off it.
+    order = [F("priority").desc(), F("waiting_since").asc(nulls_last=True), F("last_message_at").desc(), F("id").desc()]
+    start = (filters.page - 1) * page_size
+    # The page's ids first, in a subquery: the rows skipped to reach a later page are then only index entries, and
+    # the row's details (joins, last message, read mark) are computed for the rows shown alone.
+    page = qs.order_by(*order).values("pk")[start : start + page_size + 1]
     last = Message.objects.filter(conversation=OuterRef("pk")).exclude(direction=Message.Direction.NOTE)
     last = last.order_by("-created_at", "-id")
     mine = ConversationRead.objects.filter(conversation=OuterRef("pk"), user_id=cast(int, user.pk))
     # One subquery for the last message's direction and the start of its text ("in|Hello...").
     head = Concat(F("direction"), Value("|"), Substr("text", 1, 140), output_field=CharField())
-    qs = qs.annotate(
-        last=Subquery(last.annotate(head=head).values("head")[:1]), read_at=Subquery(mine.values("read_at")[:1])
+    shown = (
+        Conversation.objects.filter(pk__in=page)
+        .select_related("account", "queue", "identity", "contact", "assignee")
+        .defer("account__secrets", "account__settings", "account__cursor", "assignee__password")
+        .annotate(
+            last=Subquery(last.annotate(head=head).values("head")[:1]),
+            read_at=Subquery(mine.values("read_at")[:1]),
+        )
     )
-    # The order of the conv_inbox_order index (models.py), so the first page is read off it.
-    order = [F("priority").desc(), F("waiting_since").asc(nulls_last=True), F("last_message_at").desc()]
-    start = (filters.page - 1) * page_size
-    rows: list[Any] = list(qs.order_by(*order, "-id")[start : start + page_size + 1])
+    rows: list[Any] = list(shown.order_by(*order))
     for row in rows:
         direction, _, row.preview = (row.last or "").partition("|")
         row.unread = direction == Message.Direction.INBOUND and (

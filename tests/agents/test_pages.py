@@ -64,7 +64,17 @@ def test_an_agent_lists_only_their_queues_with_counts_and_unread_markers(demo) -
     assert set(rows(signed_in(demo.manager).get(reverse("inbox")).content.decode())) == {es.pk, ru.pk}
 
 
-def test_filters_and_search_in_any_script_never_leak_another_queue(demo) -> None:
+@pytest.fixture(params=["rare", "common"])
+def search_strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a word is looked up: through the trigram index first (the planner expects few messages with it)
+    and EXISTS per candidate conversation (a common word). They must find the same conversations."""
+    from inbox.agents import selectors
+
+    monkeypatch.setattr(selectors, "RARE_WORD_MESSAGES", 10**9 if request.param == "rare" else 0)
+    return str(request.param)
+
+
+def test_filters_and_search_in_any_script_never_leak_another_queue(demo, search_strategy: str) -> None:
     es = visitor_says(demo.webchat, "v-es", SPANISH)
     ru = visitor_says(demo.webchat, "v-ru", RUSSIAN)
     zh = visitor_says(demo.webchat, "v-zh", CHINESE)
@@ -207,3 +217,31 @@ def test_the_number_of_queries_does_not_grow_with_the_page(demo, page: str) -> N
         large = _queries(maria, url)
     assert large == small, f"{small} queries with a few rows, {large} with many"
     assert large <= 15
+
+
+def test_customer_text_in_a_row_is_shown_as_text(demo) -> None:
+    hostile = '<img src=x onerror="alert(1)"> & <script>alert(2)</script>'
+    conversation = visitor_says(demo.webchat, "v-xss", SPANISH + " " + hostile)
+    Conversation.objects.filter(pk=conversation.pk).update(subject=hostile)
+    conversation.contact.name = hostile
+    conversation.contact.save(update_fields=["name"])
+    page = signed_in(demo.manager).get(reverse("inbox")).content.decode()
+    assert rows(page) == [conversation.pk]
+    assert "<img src=x" not in page and "<script>alert" not in page
+    escaped = "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; &amp; &lt;script&gt;alert(2)&lt;/script&gt;"
+    assert page.count(escaped) == 3  # the contact's name, the subject and the last message's preview
+
+
+def test_pages_follow_the_inbox_order_without_gaps_or_repeats(demo, settings) -> None:
+    settings.SWITCHBOARD_INBOX_PAGE_SIZE = 4
+    made = [visitor_says(demo.webchat, f"v-page-{i}", SPANISH + f" ({i})") for i in range(11)]
+    Conversation.objects.filter(pk=made[5].pk).update(priority=Conversation.Priority.URGENT)
+    maria = signed_in(demo.manager)
+    seen: list[int] = []
+    for number in (1, 2, 3):
+        page = maria.get(reverse("inbox"), {"page": number}).content.decode()
+        seen += rows(page)
+        assert ('rel="next"' in page) == (number < 3)
+    expected = Conversation.objects.order_by("-priority", "waiting_since", "-last_message_at", "-id")
+    assert seen == list(expected.values_list("pk", flat=True))
+    assert seen[0] == made[5].pk and len(seen) == len(set(seen)) == 11
