@@ -148,15 +148,29 @@ def _search(qs: QuerySet[Conversation], q: str) -> QuerySet[Conversation]:
     for word in q.split()[:8]:
         matching = Message.objects.filter(text__icontains=word)
         if _few_messages_contain(word):
-            # A rare word (an order number, a name): its few messages come off the trigram index once, hashed, and
-            # each candidate conversation is a lookup. EXISTS would read every candidate's messages looking for it.
-            in_messages = Q(pk__in=matching.values("conversation_id"))
+            # A rare word (an order number, a name): the conversations that have it come off three trigram indexes
+            # (messages, subjects, contacts' names: agents/0002), hashed once; each candidate is then a lookup.
+            # EXISTS would read every candidate's messages looking for it.
+            having = (
+                matching.values("conversation_id")
+                .union(Conversation.objects.filter(subject__icontains=word).values("pk"))
+                .union(Conversation.objects.filter(contact__name__icontains=word).values("pk"))
+            )
+            qs = qs.filter(pk__in=having)
         else:
             # EXISTS per candidate conversation (through msg_timeline), not IN (all matching messages): a common
             # word matches tens of thousands of messages, but the list only needs the first page of conversations.
-            in_messages = Q(Exists(matching.filter(conversation=OuterRef("pk"))))
-        qs = qs.filter(in_messages | Q(subject__icontains=word) | Q(contact__name__icontains=word))
+            in_messages = Exists(matching.filter(conversation=OuterRef("pk")))
+            qs = qs.filter(in_messages | Q(subject__icontains=word) | Q(contact__name__icontains=word))
     return qs
+
+
+# The columns a row of the list shows (inbox_tags.conversation_rows).
+ROW_FIELDS = (
+    *("priority", "status", "language", "subject", "waiting_since", "last_message_at", "queue_id"),
+    *("account__kind", "account__name", "contact__name", "assignee__username"),
+    *("identity__kind", "identity__handle", "identity__display_name"),
+)
 
 
 def inbox_conversations(
@@ -194,8 +208,9 @@ def inbox_conversations(
     head = Concat(F("direction"), Value("|"), Substr("text", 1, 140), output_field=CharField())
     shown = (
         Conversation.objects.filter(pk__in=page)
-        .select_related("account", "queue", "identity", "contact", "assignee")
-        .defer("account__secrets", "account__settings", "account__cursor", "assignee__password")
+        .select_related("account", "identity", "contact", "assignee")
+        # What a row shows, no more: each column is parsed into 50 model instances per page.
+        .only(*ROW_FIELDS)
         .annotate(
             last=Subquery(last.annotate(head=head).values("head")[:1]),
             read_at=Subquery(mine.values("read_at")[:1]),

@@ -87,6 +87,14 @@ def test_filters_and_search_in_any_script_never_leak_another_queue(demo, search_
     assert rows(maria.get(reverse("inbox"), {"status": "resolved"}).content.decode()) == []
     assert set(rows(maria.get(reverse("inbox"), {"assignee": "none"}).content.decode())) == {ru.pk, zh.pk}
     assert rows(maria.get(reverse("inbox"), {"assignee": demo.agent_es.pk}).content.decode()) == [es.pk]
+    # Subjects and contacts' names are searched too; every word must match somewhere.
+    Conversation.objects.filter(pk=es.pk).update(subject="Pedido 4711-XY")
+    ru.contact.name = "Olga Ivanova"
+    ru.contact.save(update_fields=["name"])
+    assert rows(maria.get(reverse("inbox"), {"q": "4711-xy"}).content.decode()) == [es.pk]
+    assert rows(maria.get(reverse("inbox"), {"q": "ivanov"}).content.decode()) == [ru.pk]
+    assert rows(maria.get(reverse("inbox"), {"q": "ivanov аккаунт"}).content.decode()) == [ru.pk]
+    assert rows(maria.get(reverse("inbox"), {"q": "ivanov cuenta"}).content.decode()) == []
     # Ana's search for a Russian word finds nothing: search is inside what she may see.
     assert rows(signed_in(demo.agent_es).get(reverse("inbox"), {"q": "аккаунт"}).content.decode()) == []
     # Bad filter values are ignored, not an error page.
