@@ -1235,6 +1235,8 @@ def measure(args: argparse.Namespace) -> None:
         case.slowest = max(timed) if timed else (0.0, "")
 
     report(args, cases)
+    if args.write_docs:
+        write_docs(args, cases)
     if not args.no_explain:
         explain(cases)
 
@@ -1299,6 +1301,72 @@ def report(args: argparse.Namespace, cases: list[Case]) -> None:
     print("queries grow with page size: " + (", ".join(growing) if growing else "none"))
 
 
+def write_docs(args: argparse.Namespace, cases: list[Case]) -> None:
+    """The measured part of docs/benchmarks.md's inbox section (bench/_report.py)."""
+    import _report
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("show server_version")
+        pg = cur.fetchone()[0].split()[0]
+        cur.execute("show shared_buffers")
+        buffers = cur.fetchone()[0]
+    pool = connection.settings_dict.get("OPTIONS", {}).get("pool")
+    command = f".venv/bin/python bench/inbox.py --requests {args.requests} --rounds {args.rounds} --write-docs"
+    head = _report.header(
+        command,
+        [
+            f"**Data:** {args.conversations:,} conversations, {args.messages:,} messages, {args.contacts:,} contacts "
+            f"(the seed described above); PostgreSQL {pg}, shared_buffers {buffers}.",
+            "**Connections:** "
+            + ("borrowed from the web process's psycopg pool." if pool else "a new connection per request."),
+            f"**Load average before the run:** {args.load_before}.",
+        ],
+    )
+    rows = []
+    for case in cases:
+        med = {k: statistics.median(r[k] for r in case.runs) for k in ("p50", "p95", "p99")}
+        p95 = _report.spread([r["p95"] for r in case.runs])
+        queries = " / ".join(f"{case.queries[s][0]} ({case.queries[s][1]})" for s in PAGE_SIZES)
+        rows.append(
+            (
+                case.label.replace("<", "&lt;").replace(">", "&gt;"),
+                f"{med['p50']:.1f}",
+                p95,
+                f"{med['p99']:.1f}",
+                queries,
+            )
+        )
+    split = [
+        (
+            case.label.replace("<", "&lt;").replace(">", "&gt;"),
+            f"{case.split['total']:.1f}",
+            f"{case.split['db']:.1f}",
+            f"{case.split['template']:.1f}",
+            f"{case.split['total'] - case.split['db'] - case.split['template']:.1f}",
+            f"{case.slowest[0] * 1000:.1f}",
+        )
+        for case in cases
+    ]
+    worst = max(statistics.median(r["p95"] for r in c.runs) for c in cases)
+    growing = [c.label for c in cases if len({c.queries[s][0] for s in PAGE_SIZES}) > 1]
+    body = "\n\n".join(
+        [
+            head,
+            f"Render time in ms over {args.requests} requests per page and round: median over {args.rounds} rounds "
+            f"of p50 / p95 / p99 (p95: median (min-max) of the rounds). Queries per page at page size "
+            f"{' / '.join(map(str, PAGE_SIZES))}, rows or messages shown in brackets.",
+            _report.table(["page", "p50 ms", "p95 ms", "p99 ms", "queries (rows shown)"], rows),
+            f"**Worst p95: {worst:.1f} ms** ({'under' if worst < 50 else 'over'} the 50 ms goal). Queries growing "
+            f"with the page size: {', '.join(growing) if growing else 'none'}.",
+            "Where the time goes (ms, median of 10 instrumented requests of each page's first URL; the rest is "
+            "middleware, session, the view's Python and the ORM building objects):",
+            _report.table(["page", "total", "SQL", "template", "rest", "slowest query"], split),
+        ]
+    )
+    _report.write_section("inbox", body, title="Agent inbox at 1,000,000 messages")
+
+
 def explain(cases: list[Case]) -> None:
     from django.db import connection
 
@@ -1335,6 +1403,7 @@ def main() -> None:
     parser.add_argument("--rare-search", default="4711", help="a rarer string (part of order numbers), for ?q=")
     parser.add_argument("--seed-only", action="store_true", help="seed (or check the seed) and stop")
     parser.add_argument("--no-explain", action="store_true")
+    parser.add_argument("--write-docs", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args()
 
     url = args.database_url
