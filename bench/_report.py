@@ -14,6 +14,7 @@ end. `make bench` passes --write-docs to every script.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import re
@@ -82,23 +83,30 @@ def header(command: str, extra: Sequence[str] = ()) -> str:
     return "\n".join(lines)
 
 
-def write_section(key: str, markdown: str, title: str | None = None, path: Path = DOCS) -> None:
-    """Put `markdown` between `<!-- bench:key -->` and `<!-- /bench:key -->` in docs/benchmarks.md.
+def write_section(key: str, markdown: str, title: str | None = None, path: Path | None = None) -> None:
+    """Put `markdown` between `<!-- bench:key -->` and `<!-- /bench:key -->` in docs/benchmarks.md (or the file
+    named by SWITCHBOARD_BENCH_DOCS, to try a script without touching the real one).
 
     Without those markers the section is appended at the end under `## title` (the key when no title is given).
+    Benchmarks running at the same time each write their own section: the file is locked while it is rewritten.
     """
     if not re.fullmatch(r"[a-z0-9_-]+", key):
         raise ValueError(f"bad section key {key!r}: use a-z, 0-9, '-' and '_'")
+    path = path or Path(os.environ.get("SWITCHBOARD_BENCH_DOCS") or DOCS)
     begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
     body = f"{begin}\n{markdown.strip()}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(begin)
-    if start >= 0:
-        stop = text.find(end, start)
-        if stop < 0:
-            raise ValueError(f"{path}: {begin} has no {end}")
-        text = text[:start] + body + text[stop + len(end) :]
-    else:
-        text = text.rstrip("\n") + f"\n\n## {title or key}\n\n{body}\n"
-    path.write_text(text)
-    print(f"[bench] wrote the '{key}' section of {path.relative_to(ROOT)}", flush=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = path.read_text() if path.exists() else "# Benchmarks\n"
+        start = text.find(begin)
+        if start >= 0:
+            stop = text.find(end, start)
+            if stop < 0:
+                raise ValueError(f"{path}: {begin} has no {end}")
+            text = text[:start] + body + text[stop + len(end) :]
+        else:
+            text = text.rstrip("\n") + f"\n\n## {title or key}\n\n{body}\n"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    print(f"[bench] wrote the '{key}' section of {path}", flush=True)
