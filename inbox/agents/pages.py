@@ -28,6 +28,7 @@ from django.views.decorators.http import require_GET, require_POST
 from inbox.agents.models import CannedResponse
 from inbox.agents.selectors import (
     InboxFilters,
+    conversation_visible,
     conversations_visible_to,
     inbox_conversations,
     queue_counts,
@@ -63,7 +64,7 @@ def _user(request: HttpRequest) -> User:
 
 
 def _visible(request: HttpRequest, conversation_id: int) -> Conversation:
-    conversation = conversations_visible_to(request.user).select_related("assignee").filter(pk=conversation_id).first()
+    conversation = conversation_visible(user=request.user, conversation_id=conversation_id)
     if conversation is None:
         raise Http404("no such conversation")
     return conversation
@@ -141,7 +142,7 @@ def conversation_page(request: HttpRequest, conversation_id: int) -> HttpRespons
     role = role_of(user)
     before = request.GET.get("before", "")
     timeline, earlier = _timeline(request, conversation, int(before) if before.isdigit() else None)
-    conversation_mark_read(conversation=conversation, user=user)
+    conversation_mark_read(conversation=conversation, user=user, read_at=getattr(conversation, "read_at", None))
     context: dict[str, Any] = {
         "nav": "inbox",
         "c": conversation,

@@ -72,6 +72,18 @@ def conversations_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet
     return base.filter(Q(queue__in=profile.queues.all()) | Q(assignee_id=user.pk))
 
 
+def conversation_visible(*, user: AbstractBaseUser | AnonymousUser, conversation_id: int) -> Conversation | None:
+    """The conversation if this user may see it, with its assignee and `read_at`: the user's read mark on it."""
+    mine = ConversationRead.objects.filter(conversation=OuterRef("pk"), user_id=cast(int, user.pk)).values("read_at")
+    return (
+        conversations_visible_to(user)
+        .select_related("assignee")
+        .annotate(read_at=Subquery(mine[:1]))
+        .filter(pk=conversation_id)
+        .first()
+    )
+
+
 def conversation_messages(*, conversation: Conversation) -> QuerySet[Message]:
     return conversation.messages.select_related("delivery", "author", "sender_identity").order_by("created_at", "id")
 

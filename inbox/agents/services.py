@@ -82,9 +82,15 @@ def canned_render(*, canned: CannedResponse, conversation: Conversation, agent: 
     return _VARIABLE.sub(fill, canned.text)
 
 
-def conversation_mark_read(*, conversation: Conversation, user: Any) -> None:
+def conversation_mark_read(*, conversation: Conversation, user: Any, read_at: Any = None) -> None:
     """The agent has seen the conversation up to now: one INSERT ... ON CONFLICT DO UPDATE, so two tabs opening
-    it at once never collide on the (user, conversation) constraint."""
+    it at once never collide on the (user, conversation) constraint.
+
+    `read_at`: the agent's read mark as the caller already read it. When it is at or after the conversation's last
+    message nothing is written (the unread marker compares the two), so opening a conversation again is no write."""
+    last = conversation.last_message_at
+    if read_at is not None and last is not None and read_at >= last:
+        return
     ConversationRead.objects.bulk_create(
         [ConversationRead(user_id=user.pk, conversation_id=conversation.pk, read_at=timezone.now())],
         update_conflicts=True,

@@ -14,7 +14,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from inbox.agents.models import CannedResponse
+from inbox.agents.models import CannedResponse, ConversationRead
 from inbox.conversations.models import Attachment, ChannelAccount, Conversation, Message, OutboundDelivery
 from inbox.conversations.services import inbound_events_process, inbound_events_record
 
@@ -58,8 +58,15 @@ def test_an_agent_lists_only_their_queues_with_counts_and_unread_markers(demo) -
     # Opening it marks it read; a new customer message makes it unread again.
     assert ana.get(reverse("inbox-conversation", args=[es.pk])).status_code == 200
     assert 'data-unread="false"' in ana.get(reverse("inbox")).content.decode()
+    mark = ConversationRead.objects.get(user=demo.agent_es, conversation=es)
+    # Opening it again with nothing new writes nothing.
+    assert ana.get(reverse("inbox-conversation", args=[es.pk])).status_code == 200
+    assert ConversationRead.objects.get(pk=mark.pk).read_at == mark.read_at
     visitor_says(demo.webchat, "v-es", "Sigo esperando una respuesta, gracias.")
     assert 'data-unread="true"' in ana.get(reverse("inbox")).content.decode()
+    assert ana.get(reverse("inbox-conversation", args=[es.pk])).status_code == 200
+    assert ConversationRead.objects.get(pk=mark.pk).read_at > mark.read_at
+    assert 'data-unread="false"' in ana.get(reverse("inbox")).content.decode()
     # The manager sees both.
     assert set(rows(signed_in(demo.manager).get(reverse("inbox")).content.decode())) == {es.pk, ru.pk}
 
