@@ -10,6 +10,7 @@
    clock runs until its Message row exists in PostgreSQL. Reports p50 / p90 / p99.
 
 Uses the `switchboard_bench` database and Redis db 12 (like bench/ingest.py), and its own Dovecot on loopback.
+--write-docs also writes the tables into docs/benchmarks.md, section `email` (bench/_report.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path[:] = [p for p in sys.path if p not in ("", _BENCH)] + [_BENCH]
 import argparse
 import os
 import random
+import shlex
 import signal
 import statistics
 import subprocess
@@ -37,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import _report  # bench/_report.py: percentile, machine facts and docs/benchmarks.md sections
 import ingest  # bench/ingest.py: database, seeding and worker helpers
 
 SUPPORT = "support@example.test"
@@ -60,8 +63,7 @@ def make_mail(sender: str, text: str) -> bytes:
 
 
 def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+    return _report.percentile(values, q)
 
 
 def email_account(dovecot: object) -> object:
@@ -98,11 +100,15 @@ def backfill(dovecot: object, n_mails: int, texts: dict[str, list[str]], seed: i
     account = email_account(dovecot)
     rng = random.Random(seed)
     log(f"delivering {n_mails} mails to Dovecot")
-    for _ in range(n_mails):
+    last = time.perf_counter()
+    for n in range(n_mails):
         lang = rng.choice(ingest.LANGUAGES)
         dovecot.deliver(
             SUPPORT, make_mail(f"c{rng.randrange(n_mails // 3 or 1)}@customer.test", rng.choice(texts[lang]))
         )  # type: ignore[attr-defined]
+        if time.perf_counter() - last >= 10:
+            log(f"  {n + 1}/{n_mails} mails delivered")
+            last = time.perf_counter()
     procs = ingest.start_workers(1, 2)
     try:
         reader = mailbox_reader_for(account)
@@ -111,11 +117,16 @@ def backfill(dovecot: object, n_mails: int, texts: dict[str, list[str]], seed: i
         fetched = mailbox_sync(account=account, mailbox_reader=reader, batch=200)
         fetch_seconds = time.perf_counter() - started
         reader.close()
-        while Message.objects.filter(account=account).count() < fetched:
+        log(f"  {fetched} mails fetched in {fetch_seconds:.1f} s; waiting for the workers to store them")
+        last = time.perf_counter()
+        while (stored := Message.objects.filter(account=account).count()) < fetched:
             if InboundEvent.objects.filter(account=account, state="failed").exists():
                 raise SystemExit("a mail was quarantined during the benchmark")
             if time.perf_counter() - started > 600:
                 raise SystemExit("backfill did not finish in 10 minutes")
+            if time.perf_counter() - last >= 5:
+                log(f"  {stored}/{fetched} stored, {time.perf_counter() - started:.0f} s")
+                last = time.perf_counter()
             time.sleep(0.1)
         total_seconds = time.perf_counter() - started
     finally:
@@ -169,6 +180,7 @@ def main() -> None:
     parser.add_argument("--mails", type=int, default=1000)
     parser.add_argument("--latency-samples", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--write-docs", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     texts = ingest.load_texts()
@@ -178,7 +190,8 @@ def main() -> None:
     django.setup()
     from tests.fakes.dovecot import Dovecot, ensure_dovecot
 
-    if not ensure_dovecot():
+    binary = ensure_dovecot()
+    if not binary:
         raise SystemExit("dovecot is not installed (apt-get install dovecot-imapd)")
     with Dovecot({SUPPORT: PASSWORD}) as dovecot:
         runs = []
@@ -200,6 +213,51 @@ def main() -> None:
         f"IDLE arrival -> message   p50 {percentile(ms, 0.5):.0f} ms  p90 {percentile(ms, 0.9):.0f} ms  "
         f"p99 {percentile(ms, 0.99):.0f} ms  (n={len(ms)})"
     )
+    if args.write_docs:
+        write_docs(args, runs, ms, binary)
+
+
+def services() -> str:
+    """'PostgreSQL 15.10 and Redis 7.0.15' (the ones this run used)."""
+    import redis
+    from django.conf import settings
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("show server_version")
+        pg = cur.fetchone()[0].split()[0]
+    return f"PostgreSQL {pg} and Redis {redis.Redis.from_url(settings.REDIS_URL).info()['redis_version']}"  # type: ignore[index]
+
+
+def write_docs(args: argparse.Namespace, runs: list[dict[str, float]], ms: list[float], dovecot: str) -> None:
+    """The measured part of docs/benchmarks.md's e-mail section (bench/_report.py)."""
+    found = subprocess.run([dovecot, "--version"], capture_output=True, text=True, check=False).stdout.split()
+    head = _report.header(
+        f".venv/bin/python bench/email.py {shlex.join(sys.argv[1:])}".strip(),
+        [
+            f"**Services:** {services()} on the same machine; Dovecot {found[0] if found else '?'} on loopback, "
+            "started by the benchmark.",
+            f"**Runs:** {args.mails:,} mails per backfill, {len(runs)} backfill run{'s' if len(runs) != 1 else ''}; "
+            f"{len(ms)} latency samples.",
+        ],
+    )
+
+    def row(label: str, values: list[float]) -> tuple[str, ...]:
+        cells = [f"{v:,.0f}" for v in (statistics.median(values), min(values), max(values))]
+        return (label, *(cells if len(values) > 1 else [cells[0], "", ""]))
+
+    rates = _report.table(
+        ["measure", "median", "min", "max"],
+        [
+            row("IMAP backfill, mails/s fetched and recorded", [r["fetch_rate"] for r in runs]),
+            row("whole pipeline, mails/s (fetched, stored, routed)", [r["pipeline_rate"] for r in runs]),
+        ],
+    )
+    latency = _report.table(
+        ["IDLE arrival -> stored, routed message", "p50", "p90", "p99", "n"],
+        [("milliseconds", *(f"{percentile(ms, q):,.0f}" for q in (0.5, 0.9, 0.99)), len(ms))],
+    )
+    _report.write_section("email", "\n\n".join([head, rates, latency]), title="E-mail intake from Dovecot (issue 3)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ before the detector was imported. Timing: the whole file set is detected once (a
 timed `--repeats` times; the table shows the median µs per text and the spread (min-max) of those runs.
 Slow candidates get fewer timed runs
 (at least 2, at most ~30 s per category). Progress goes to stderr, the results (Markdown) to stdout.
+
+--write-docs also writes the tables into docs/benchmarks.md (bench/_report.py): the section `langid`, or
+`langid-all` for a run with --languages all.
 """
 
 from __future__ import annotations
@@ -27,13 +30,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
+import shlex
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import _report  # bench/_report.py: machine facts and docs/benchmarks.md sections
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "langid"
@@ -54,6 +59,20 @@ Detect = Callable[[str], "str | None"]
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def timed_pass(detect: Detect, texts: list[str], label: str) -> float:
+    """Detect every text once; seconds taken. In chunks, so a long pass (langdetect: ~20 s) can say it is alive
+    every ~10 s without a clock read per text."""
+    started = last = time.perf_counter()
+    for start in range(0, len(texts), 500):
+        for text in texts[start : start + 500]:
+            detect(text)
+        now = time.perf_counter()
+        if now - last >= 10:
+            log(f"  {label}: {min(start + 500, len(texts))}/{len(texts)} texts, {now - started:.0f} s")
+            last = now
+    return time.perf_counter() - started
 
 
 def rss_kib() -> int:
@@ -165,7 +184,13 @@ def worker(args: argparse.Namespace) -> None:
     for category in CATEGORIES:
         rows = samples[category]
         texts = [text for _, text in rows]
-        answers = [detect(text) for text in texts]
+        answers = []
+        last = time.perf_counter()
+        for n, text in enumerate(texts):
+            answers.append(detect(text))
+            if n % 500 == 499 and time.perf_counter() - last >= 10:  # the accuracy pass is not timed
+                log(f"  {args.worker} {category}: accuracy pass {n + 1}/{len(texts)} texts")
+                last = time.perf_counter()
         correct = sum(answer == lang for answer, (lang, _) in zip(answers, rows, strict=True))
         none = sum(answer is None for answer in answers)
         # Slow candidates (langdetect: ~3 ms per text) get fewer timed runs: at most ~30 s per file set.
@@ -175,11 +200,9 @@ def worker(args: argparse.Namespace) -> None:
         estimate = (time.perf_counter() - first) / max(min(len(texts), 200), 1) * len(texts)
         repeats = max(2, min(args.repeats, int(30 / max(estimate, 1e-9))))
         runs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for text in texts:
-                detect(text)
-            runs.append((time.perf_counter() - t0) / max(len(texts), 1) * 1e6)
+        for n in range(repeats):
+            seconds = timed_pass(detect, texts, f"{args.worker} {category} timed run {n + 1}/{repeats}")
+            runs.append(seconds / max(len(texts), 1) * 1e6)
         result[category] = {
             "n": len(rows),
             "accuracy": correct / max(len(rows), 1),
@@ -204,24 +227,6 @@ def worker(args: argparse.Namespace) -> None:
 
 
 # --- driver ---------------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kib = next(
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal:")
-        )
-        ram = f"{mem_kib / 1024 / 1024:.1f} GiB"
-    except (OSError, StopIteration):
-        ram = "unknown"
-    return f"{os.cpu_count()} CPUs ({cpu}), {ram} RAM, Python {platform.python_version()}"
 
 
 def versions() -> str:
@@ -253,8 +258,10 @@ def main() -> None:
         help="samples per unconfigured language for the fallback check (0 = skip; default 50)",
     )
     parser.add_argument("--quick", action="store_true", help="--limit 100 --repeats 2 --others 20")
+    parser.add_argument("--write-docs", action="store_true", help="write the results into docs/benchmarks.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    all_languages = args.languages.strip() == "all"
 
     if not DATA.is_dir():
         print(
@@ -301,7 +308,7 @@ def main() -> None:
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
 
     print(f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`  ")
-    print(f"Machine: {machine()}  ")
+    print(f"Machine: {_report.machine()}  ")
     print(f"Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC  ")
     print(f"Libraries: {versions()}  ")
     first = next(iter(results.values()), None)
@@ -347,6 +354,77 @@ def main() -> None:
         )
     if "combined" in results:
         print("\n`fb` = share of configured-language texts that `detect()` sent to the fallback (counted wrong).")
+    if args.write_docs:
+        write_docs(args, results, all_languages)
+
+
+def write_docs(args: argparse.Namespace, results: dict[str, dict[str, object]], all_languages: bool) -> None:
+    """The measured part of docs/benchmarks.md's language detection section (bench/_report.py)."""
+    if not results:
+        raise SystemExit("no candidate finished: docs/benchmarks.md left as it is")
+    first = next(iter(results.values()))
+    sizes = ", ".join(f"{c.replace('-', ' ')} {first[c]['n']:,}" for c in CATEGORIES)  # type: ignore[index]
+    fewer = []  # slow candidates: fewer timed runs (at least 2, at most ~30 s per category)
+    for name, res in results.items():
+        counts = sorted({len(res[c]["us"]) for c in CATEGORIES})  # type: ignore[index]
+        if counts[0] < args.repeats:
+            fewer.append(f"{name} {counts[0]}" + (f"-{counts[-1]}" if counts[-1] != counts[0] else ""))
+    head = _report.header(
+        f".venv/bin/python bench/langid.py {shlex.join(sys.argv[1:])}".strip(),
+        [
+            f"**Libraries:** {versions()}.",
+            f"**Data:** `../shared/data/langid`, {len(args.languages)} languages"
+            + ("" if all_languages else f" `{' '.join(args.languages)}`")
+            + f"; texts per category: {sizes}"
+            + (f" (at most {args.limit} per file)" if args.limit else "")
+            + ".",
+            f"**Timing:** {args.repeats} timed runs per candidate and category"
+            + (f" ({', '.join(fewer)}: at most ~30 s per category)" if fewer else "")
+            + "; each candidate in a fresh process, single thread.",
+        ],
+    )
+    rows = []
+    for name, res in results.items():
+        cells: list[object] = [CANDIDATES[name]]
+        for category in CATEGORIES:
+            cat = res[category]
+            assert isinstance(cat, dict)
+            fb = f" ({100 * cat['none']:.1f}% fb)" if name == "combined" else ""
+            cells.append(f"{100 * cat['accuracy']:.1f}%{fb}")
+        for category in CATEGORIES:
+            runs = res[category]["us"]  # type: ignore[index]
+            cells.append(_report.spread(runs, "{:,.0f}" if statistics.median(runs) >= 1000 else "{:,.1f}"))
+        cells += [f"{res['rss_mib']:.0f}", f"{res['load_seconds']:.2f}"]
+        rows.append(cells)
+    parts = [
+        head,
+        _report.table(
+            [
+                "candidate",
+                "single words",
+                "word pairs",
+                "sentences",
+                "µs/text single words, median (min-max)",
+                "µs/text word pairs",
+                "µs/text sentences",
+                "RSS MiB",
+                "load s",
+            ],
+            rows,
+        ),
+    ]
+    combined = results.get("combined", {})
+    if "unconfigured_fallback" in combined:
+        rates, counts = combined["unconfigured_fallback"], combined["unconfigured_n"]
+        assert isinstance(rates, dict) and isinstance(counts, dict)
+        parts.append(
+            "Texts in the other (unconfigured) languages sent to the fallback by `detect()`: "
+            + ", ".join(f"{c.replace('-', ' ')} {100 * rates[c]:.1f}% of {counts[c]:,}" for c in CATEGORIES)
+            + "."
+        )
+    if "combined" in results:
+        parts.append("`fb` = share of configured-language texts that `detect()` sent to the fallback (counted wrong).")
+    _report.write_section("langid-all" if all_languages else "langid", "\n\n".join(parts), title="Language detection")
 
 
 if __name__ == "__main__":

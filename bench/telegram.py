@@ -6,6 +6,7 @@ The real ASGI web server (uvicorn, one process) receives Telegram updates on the
 secret header, from N concurrent clients on loopback; each update is stored (UNIQUE(bot, update_id)) before the
 200. Latency: one update at a time is posted while a Celery worker (2 children) runs, and the clock runs until its
 conversation exists with a queue. Uses the `switchboard_bench` database and Redis db 12, like bench/ingest.py.
+--write-docs also writes the tables into docs/benchmarks.md, section `telegram` (bench/_report.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path[:] = [p for p in sys.path if p not in ("", _BENCH)] + [_BENCH]
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -29,6 +31,7 @@ import threading
 import time
 import urllib.request
 
+import _report  # bench/_report.py: percentile, machine facts and docs/benchmarks.md sections
 import ingest  # bench/ingest.py: database, seeding and worker helpers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,11 +118,15 @@ def accept_rate(url: str, n_updates: int, clients: int, texts: list[str]) -> flo
     counter = iter(range(n_updates))
     lock = threading.Lock()
     errors: list[int] = []
+    last = [time.perf_counter()]  # the last progress line
 
     def client() -> None:
         while True:
             with lock:
                 n = next(counter, None)
+                if n is not None and time.perf_counter() - last[0] >= 10:
+                    log(f"  {n}/{n_updates} updates posted, {time.perf_counter() - started:.0f} s")
+                    last[0] = time.perf_counter()
             if n is None:
                 return
             status = post(url, update(10_000 + n, 100_000 + n % 500, texts[n % len(texts)]))
@@ -144,6 +151,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--latency-samples", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--write-docs", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     texts = ingest.load_texts()["es"]
@@ -173,7 +181,12 @@ def main() -> None:
         procs = ingest.start_workers(1, 2)
         latencies = []
         try:
+            log(f"latency: {args.latency_samples} updates, one at a time")
+            last = time.perf_counter()
             for n in range(args.latency_samples):
+                if time.perf_counter() - last >= 10:
+                    log(f"  {n}/{args.latency_samples} latency samples, last {latencies[-1]:.0f} ms")
+                    last = time.perf_counter()
                 chat = 900_000 + n
                 started = time.perf_counter()
                 post(url, update(50_000 + n, chat, texts[n % len(texts)]))
@@ -193,13 +206,56 @@ def main() -> None:
     ordered = sorted(latencies)
 
     def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+        return _report.percentile(ordered, q)
 
     print(f"updates per run            {args.updates} from {args.clients} concurrent clients")
     print(
         f"webhook accepted+stored/s  median {statistics.median(rates):.0f}  min {min(rates):.0f}  max {max(rates):.0f}"
     )
     print(f"update -> routed (ms)      p50 {pct(0.5):.0f}  p90 {pct(0.9):.0f}  p99 {pct(0.99):.0f}  (n={len(ordered)})")
+    if args.write_docs:
+        write_docs(args, rates, ordered)
+
+
+def services() -> str:
+    """'PostgreSQL 15.10 and Redis 7.0.15' (the ones this run used)."""
+    import redis
+    from django.conf import settings
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("show server_version")
+        pg = cur.fetchone()[0].split()[0]
+    return f"PostgreSQL {pg} and Redis {redis.Redis.from_url(settings.REDIS_URL).info()['redis_version']}"  # type: ignore[index]
+
+
+def write_docs(args: argparse.Namespace, rates: list[float], latencies: list[float]) -> None:
+    """The measured part of docs/benchmarks.md's Telegram section (bench/_report.py)."""
+    from importlib.metadata import version
+
+    head = _report.header(
+        f".venv/bin/python bench/telegram.py {shlex.join(sys.argv[1:])}".strip(),
+        [
+            f"**Services:** {services()} on the same machine; one uvicorn {version('uvicorn')} process.",
+            f"**Runs:** {args.updates:,} updates per run from {args.clients} concurrent clients, {len(rates)} "
+            f"run{'s' if len(rates) != 1 else ''}; {len(latencies)} latency samples with one worker (2 children).",
+        ],
+    )
+    cells = [f"{v:,.0f}" for v in (statistics.median(rates), min(rates), max(rates))]
+    accepted = _report.table(
+        ["measure", "median", "min", "max"],
+        [
+            (
+                "webhook updates accepted and stored per second (one web process)",
+                *(cells if len(rates) > 1 else [cells[0], "", ""]),
+            )
+        ],
+    )
+    latency = _report.table(
+        ["update -> routed conversation", "p50", "p90", "p99", "n"],
+        [("milliseconds", *(f"{_report.percentile(latencies, q):,.0f}" for q in (0.5, 0.9, 0.99)), len(latencies))],
+    )
+    _report.write_section("telegram", "\n\n".join([head, accepted, latency]), title="Telegram webhook intake (issue 4)")
 
 
 if __name__ == "__main__":

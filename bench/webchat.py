@@ -24,6 +24,9 @@ its own web process and workers, which are always stopped at the end of the roun
 Also prints where the time goes, from the rows' timestamps (same clock). (1): send -> event row (HTTP), event
 row -> message row (commit, enqueue, worker pickup, claim, lookups), -> event processed, -> agent socket (commit,
 publish). (2): POST -> reply row, -> delivery claimed by the worker, -> visitor socket (send, publish).
+
+--write-docs also writes the tables into docs/benchmarks.md (bench/_report.py): the section `webchat`, or
+`webchat-ws` for a run with --via ws.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import os
 import random
 import re
 import resource
+import shlex
 import signal
 import statistics
 import time
@@ -52,6 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import _report  # bench/_report.py: percentile, spread, machine facts and docs/benchmarks.md sections
 import ingest  # bench/ingest.py: database, seeding and worker helpers (sets DATABASE_URL / REDIS_URL defaults)
 
 # bench/telegram.py (free_port, start_web) by path: `import telegram` would find the python-telegram-bot package.
@@ -80,10 +85,9 @@ def raise_open_files() -> int:
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
+    if not values:
         return float("nan")
-    return ordered[min(len(ordered) - 1, round(q * float(len(ordered) - 1)))]
+    return _report.percentile(values, q)
 
 
 # --- Database side (synchronous; from the event loop through asyncio.to_thread) ----------------------------
@@ -109,7 +113,14 @@ def idle_visitors(account_pk: str, count: int) -> list[str]:
     from inbox.webchat.services import visitor_create
 
     account = ChannelAccount.objects.get(pk=account_pk)
-    return [visitor_create(account=account)[1] for _ in range(count)]
+    tokens = []
+    started = last = time.perf_counter()
+    for n in range(count):
+        tokens.append(visitor_create(account=account)[1])
+        if time.perf_counter() - last >= 10:
+            log(f"  {n + 1}/{count} idle visitor sessions made, {time.perf_counter() - started:.0f} s")
+            last = time.perf_counter()
+    return tokens
 
 
 def closing(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -223,6 +234,13 @@ class Bench:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    async def ticker(self, label: str, progress: Callable[[], str]) -> None:
+        """A progress line on stderr every 10 s while a phase runs (cancelled at its end)."""
+        started = time.perf_counter()
+        while True:
+            await asyncio.sleep(10)
+            log(f"  {label} {progress()}, {time.perf_counter() - started:.0f} s")
+
     async def reader(self, ws: Any, sink: list[tuple[float, float, dict[str, Any]]], acks: dict | None = None) -> None:
         from websockets.exceptions import ConnectionClosed
 
@@ -315,15 +333,21 @@ class Bench:
                 await asyncio.sleep(max(0.0, rng.uniform(0.5, 1.5) * interval - (time.perf_counter() - started)))
 
         share = [total // len(visitors) + (i < total % len(visitors)) for i in range(len(visitors))]
-        await asyncio.gather(
-            *(one(v, c, random.Random(self.rng.random())) for v, c in zip(visitors, share, strict=True))
+        tick = asyncio.create_task(
+            self.ticker("(1)", lambda: f"{len(sent)}/{total} sent, {len(self.agent_events)} agent socket events")
         )
-        kinds = ("conversation.created", "message.created")
-        deadline = time.perf_counter() + 30
-        while time.perf_counter() < deadline:
-            if sum(1 for _, _, e in self.agent_events if e.get("type") in kinds) >= total:
-                break
-            await asyncio.sleep(0.05)
+        try:
+            await asyncio.gather(
+                *(one(v, c, random.Random(self.rng.random())) for v, c in zip(visitors, share, strict=True))
+            )
+            kinds = ("conversation.created", "message.created")
+            deadline = time.perf_counter() + 30
+            while time.perf_counter() < deadline:
+                if sum(1 for _, _, e in self.agent_events if e.get("type") in kinds) >= total:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            tick.cancel()
         events = [(p, w, e) for p, w, e in self.agent_events if e.get("type") in kinds]
         rows = await asyncio.to_thread(inbound_rows, [int(e["message"]) for _, _, e in events])
         latencies = []
@@ -372,11 +396,6 @@ class Bench:
                 sent[mark].done_perf = time.perf_counter()
                 await asyncio.sleep(max(0.0, rng.uniform(0.5, 1.5) * interval - (time.perf_counter() - started)))
 
-        share = [total // len(visitors) + (i < total % len(visitors)) for i in range(len(visitors))]
-        await asyncio.gather(
-            *(one(v, c, random.Random(self.rng.random())) for v, c in zip(visitors, share, strict=True))
-        )
-
         def arrivals() -> dict[str, tuple[float, float]]:
             found = {}
             for v in visitors:
@@ -390,9 +409,19 @@ class Bench:
                         found[mark.group(1)] = (perf, wall)
             return found
 
-        deadline = time.perf_counter() + 30
-        while time.perf_counter() < deadline and len(arrivals()) < total:
-            await asyncio.sleep(0.1)
+        share = [total // len(visitors) + (i < total % len(visitors)) for i in range(len(visitors))]
+        tick = asyncio.create_task(
+            self.ticker("(2)", lambda: f"{len(sent)}/{total} replies posted, {len(arrivals())} arrived")
+        )
+        try:
+            await asyncio.gather(
+                *(one(v, c, random.Random(self.rng.random())) for v, c in zip(visitors, share, strict=True))
+            )
+            deadline = time.perf_counter() + 30
+            while time.perf_counter() < deadline and len(arrivals()) < total:
+                await asyncio.sleep(0.1)
+        finally:
+            tick.cancel()
         found = arrivals()
         rows = await asyncio.to_thread(outbound_rows, self.account_pk)
         latencies = []
@@ -427,7 +456,11 @@ class Bench:
                 except Exception as exc:  # counted and reported: the point is how many are held
                     failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
 
-        await asyncio.gather(*(one(t) for t in tokens))
+        tick = asyncio.create_task(self.ticker("(3)", lambda: f"{len(held)}/{len(tokens)} idle sockets open"))
+        try:
+            await asyncio.gather(*(one(t) for t in tokens))
+        finally:
+            tick.cancel()
         if failures:
             log(f"  idle sockets not opened: {failures}")
         return held
@@ -507,13 +540,7 @@ def round_once(args: argparse.Namespace, base: str, web_pid: int, texts: Any) ->
 
 
 def spread(values: list[float], fmt: str = "{:.0f}") -> str:
-    values = [v for v in values if v == v]
-    if not values:
-        return "-"
-    med = fmt.format(statistics.median(values))
-    if len(values) == 1:
-        return med
-    return f"{med} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+    return _report.spread([v for v in values if v == v], fmt)  # NaN (a phase without samples) left out
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
@@ -572,6 +599,119 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
         print(f"  {label:<28} " + ";  ".join(parts))
 
 
+def write_docs(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    """The measured part of docs/benchmarks.md's web chat section (bench/_report.py): `webchat` for the REST send
+    path (the default), `webchat-ws` for --via ws."""
+    rest = args.via == "rest"
+    rounds = f"{len(results)} round{'s' if len(results) != 1 else ''}"
+    extra = [
+        f"**Services:** {telegram.services()} on the same machine; per round a fresh uvicorn process (HTTP + "
+        f"websockets) and {args.workers} Celery worker{'s' if args.workers != 1 else ''} x {args.concurrency} "
+        "prefork children.",
+        f"**Run:** {args.visitors} visitors, one message per {args.interval:g} s each on average, via "
+        f"{'REST' if rest else 'the websocket'}; {args.messages:,} messages and {args.replies:,} replies per round"
+        + (f", then {args.idle:,} idle visitor sockets and {args.messages:,} messages again" if args.idle else "")
+        + f"; {rounds}.",
+        "**1-min load average, start -> end of each round:** "
+        + ", ".join(f"{a:.1f} -> {b:.1f}" for a, b in (r["load"] for r in results))
+        + f" ({os.cpu_count()} CPUs).",
+    ]
+    limited = sum(r["to_agent"].limited + r.get("to_agent_idle", Phase([], 0, {})).limited for r in results)
+    if limited:
+        extra.append(f"Rate-limited (429) visitor posts, resent after retry_after: {limited}.")
+    resent = sum(r["resent"] for r in results)
+    if resent:
+        extra.append(f"POSTs resent after a connection error (keep-alive close race): {resent}.")
+    head = _report.header(f".venv/bin/python bench/webchat.py {shlex.join(sys.argv[1:])}".strip(), extra)
+
+    rows = [
+        ("visitor message -> agent's websocket event", "to_agent"),
+        ("agent reply -> visitor's websocket event", "to_visitor"),
+    ]
+    if args.idle:
+        rows.append((f"visitor message -> agent, with {args.idle:,} idle visitor sockets open", "to_agent_idle"))
+    latency = []
+    for label, key in rows:
+        phases = [r[key] for r in results]
+        cells = [spread([pct(p.latencies, q) for p in phases]) for q in (0.5, 0.9, 0.99, 1.0)]
+        latency.append((label, *cells, sum(p.lost for p in phases)))
+    path = "REST path (default)" if rest else "websocket send path (`--via ws`)"
+    latency_table = _report.table(
+        [f"{path}, milliseconds, median over {rounds} (min-max)", "p50", "p90", "p99", "max", "lost"], latency
+    )
+
+    cores = [spread([r["cpu"][i] * 100 for r in results]) for i in range(3)]
+    resources = []
+    if args.idle:
+        mib = 2**20
+        per_socket = [(r["rss_after"] - r["rss_before"]) / max(1, r["held"]) / 1024 for r in results]
+        resources += [
+            (
+                "idle authenticated visitor websockets held (one web process)",
+                f"{spread([r['held'] for r in results], '{:,.0f}')} of {args.idle:,}; still open after (1): "
+                f"{spread([r['held_after'] for r in results], '{:,.0f}')}; opened in "
+                f"{spread([r['idle_open_s'] for r in results], '{:.1f}')} s, 64 at a time",
+            ),
+            (
+                "web process RSS",
+                f"{spread([r['rss_before'] / mib for r in results])} MiB before, "
+                f"{spread([r['rss_after'] / mib for r in results])} MiB with {args.idle:,} sockets: "
+                f"{spread(per_socket, '{:.1f}')} KiB per socket",
+            ),
+        ]
+    resources.append(
+        ("CPU over a round (% of one core)", f"web {cores[1]}, workers {cores[2]}, benchmark clients {cores[0]}")
+    )
+    resource_table = _report.table(["concurrent visitors" if args.idle else "resources", "result"], resources)
+
+    def stages(key: str, names: tuple[str, ...]) -> list[str]:
+        cells = []
+        for name in names:
+            p50 = statistics.median(pct(r[key].stages[name], 0.5) for r in results)
+            p99 = statistics.median(pct(r[key].stages[name], 0.99) for r in results)
+            cells.append(f"{p50:.1f} / {p99:.1f}")
+        return cells
+
+    inbound = ("http", "to worker", "ingest", "publish")
+    label = "REST" if rest else "websocket frame"
+    to_agent = [(label, *stages("to_agent", inbound))]
+    if args.idle:
+        to_agent.append((f"{label}, {args.idle:,} idle sockets open", *stages("to_agent_idle", inbound)))
+    to_visitor = [
+        ("REST (default run)" if rest else "`--via ws` run", *stages("to_visitor", ("http", "pickup", "send+publish")))
+    ]
+    body = [
+        head,
+        latency_table,
+        resource_table,
+        "Where the time goes (p50 / p99 ms, median over the rounds, from the rows' timestamps, same clock):",
+        _report.table(
+            [
+                "visitor message -> agent",
+                "HTTP: send -> event row",
+                "to the worker: commit, enqueue, pickup, claim, lookups -> message row",
+                "ingest rest",
+                "commit + publish -> agent socket",
+            ],
+            to_agent,
+        ),
+        _report.table(
+            [
+                "agent reply -> visitor",
+                "HTTP: POST -> message row",
+                "worker pickup (delivery claimed)",
+                "send + publish -> visitor socket",
+            ],
+            to_visitor,
+        ),
+    ]
+    _report.write_section(
+        "webchat" if rest else "webchat-ws",
+        "\n\n".join(body),
+        title="Web chat live latency (issue 6; goal: p99 under 100 ms)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--visitors", type=int, default=50, help="concurrent visitors sending messages")
@@ -585,6 +725,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="Celery worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="prefork children per worker")
+    parser.add_argument("--write-docs", action="store_true", help="write the results into docs/benchmarks.md")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop our processes
     nofile = raise_open_files()
@@ -617,6 +758,8 @@ def main() -> None:
                 )
         results.append(result)
     report(args, results)
+    if args.write_docs:
+        write_docs(args, results)
 
 
 if __name__ == "__main__":
