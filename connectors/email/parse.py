@@ -178,7 +178,13 @@ def _raw_header_text(value: str, fallback_charset: str | None) -> str:
     """An unfolded raw header value with 8-bit bytes decoded (UTF-8 per RFC 6532, else the body's charset)."""
     value = re.sub(r"\r?\n[ \t]", " ", value[:MAX_HEADER_CHARS]).replace("\r", "").replace("\n", " ")
     if any("\udc80" <= ch <= "\udcff" for ch in value):
-        value = decode_bytes(_to_bytes(value), "utf-8" if fallback_charset is None else fallback_charset)
+        raw = _to_bytes(value)
+        try:
+            # Valid UTF-8 first: legacy 8-bit text (Latin-1, KOI8-R...) almost never is, and a UTF-8 header in a
+            # mail whose body declares ISO-8859-1 would otherwise come out as mojibake ("GA.comÃ´").
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            value = decode_bytes(raw, fallback_charset or "utf-8")
     return value
 
 

@@ -98,6 +98,21 @@ def test_utf8_headers_rfc6532() -> None:
     assert message.sender.handle == "jöhn@exämple.com"
 
 
+def test_raw_8bit_headers_utf8_first_then_the_body_charset() -> None:
+    # UTF-8 in a header of a mail whose body declares ISO-8859-1 (seen in real mail: "GA.com\u00f4").
+    utf8 = "Subject: Caf\u00e9 \u2122 GA.com\u00f4\r\n".encode() + b"\r\n"
+    raw = b"From: a@example.com\r\nContent-Type: text/plain; charset=iso-8859-1\r\n" + utf8 + b"body\r\n"
+    assert parse_email(raw).subject == "Caf\u00e9 \u2122 GA.com\u00f4"
+    # Legacy 8-bit headers (not valid UTF-8) still take the body's charset.
+    koi8 = "Subject: \u041f\u0440\u0438\u0432\u0435\u0442\r\n".encode("koi8-r") + b"\r\n"
+    raw = (
+        b"From: a@example.com\r\nContent-Type: text/plain; charset=koi8-r\r\n"
+        + koi8
+        + "\u0442\u0435\u043a\u0441\u0442\r\n".encode("koi8-r")
+    )
+    assert parse_email(raw).subject == "\u041f\u0440\u0438\u0432\u0435\u0442"
+
+
 def test_identity_and_threading_headers() -> None:
     raw = raw_message(
         b"Thanks!",
