@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,8 +37,21 @@ def _digest(consumer_secret: str, message: bytes) -> str:
     return "sha256=" + base64.b64encode(mac).decode("ascii")
 
 
+# What X sends as a CRC token: a short random string (base64 / URL-safe characters). Nothing else is signed: the
+# answer is the HMAC a POST body equal to the token would carry, so signing an arbitrary token (a JSON body of
+# events) would let anyone forge a signed webhook delivery. No JSON text fits these characters.
+CRC_TOKEN_RE = re.compile(r"[A-Za-z0-9+/=_.~-]{1,256}")
+
+
+def crc_token_valid(crc_token: str) -> bool:
+    return CRC_TOKEN_RE.fullmatch(crc_token) is not None
+
+
 def crc_response_token(consumer_secret: str, crc_token: str) -> str:
-    """``sha256=<base64 HMAC-SHA256(consumer_secret, crc_token)>``."""
+    """``sha256=<base64 HMAC-SHA256(consumer_secret, crc_token)>``. Raises PermanentError for anything that is not
+    a token's shape (see CRC_TOKEN_RE)."""
+    if not crc_token_valid(crc_token):
+        raise PermanentError("a crc_token is 1-256 letters, digits and + / = _ . ~ -")
     return _digest(consumer_secret, crc_token.encode("utf-8"))
 
 

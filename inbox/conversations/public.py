@@ -10,11 +10,14 @@ from django.urls import reverse
 from inbox.conversations.models import Attachment, Message
 
 
+def agent_public_name(user: Any) -> str | None:
+    """The name a customer may see for an agent: the first name, if the agent has one. Never the username: it is
+    half of the agent's sign-in, and a visitor who knows it can lock the account out with wrong passwords."""
+    return (getattr(user, "first_name", "") or None) if user is not None else None
+
+
 def author_name(message: Message) -> str | None:
-    author = message.author
-    if author is None:
-        return None
-    return author.first_name or author.get_username()
+    return agent_public_name(message.author)
 
 
 def message_public_json(message: Message, attachments: Iterable[Attachment] | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from inbox.conversations.models import Attachment, ChannelAccount, Conversation, Message
+from inbox.conversations.public import agent_public_name
 from inbox.routing.models import AgentProfile
 from inbox.routing.selectors import configured_languages
 from inbox.webchat.models import Visitor, VisitorToken
@@ -107,7 +108,7 @@ def visitor_status(*, visitor: Visitor) -> dict[str, Any]:
     if conversation.assignee_id is not None:
         assignee = conversation.assignee
         status["assigned"] = True
-        status["agent"] = (assignee.first_name or assignee.get_username()) if assignee is not None else None
+        status["agent"] = agent_public_name(assignee)
         return status
     if queue_id is None or conversation.waiting_since is None:
         return status
