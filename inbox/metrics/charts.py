@@ -61,21 +61,22 @@ def line_chart(*, title: str, buckets: list[datetime], series: list[Series], uni
         parts.append(
             f'<text x="{LEFT + i * step:.1f}" y="{HEIGHT - 8}" text-anchor="middle" class="tick">{label}</text>'
         )
+    # Each bucket's time formatted once, not once per point of every series.
+    stamps = [timezone.localtime(at).strftime("%d %b %H:%M") for at in buckets]
     for n, s in enumerate(drawn):
         colour = PALETTE[n]
-        points = [(i, v) for i, v in enumerate(s.values) if v is not None]
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, v) for i, v in points))
+        name = escape(s.label)
+        points = [(i, v, *xy(i, v)) for i, v in enumerate(s.values) if v is not None]
+        path = " ".join(f"{x:.1f},{y:.1f}" for _, _, x, y in points)
         parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for i, v in points:
-            x, y = xy(i, v)
-            at = timezone.localtime(buckets[i]).strftime("%d %b %H:%M")
-            parts.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}">'
-                f"<title>{escape(s.label)} {at}: {escape(_fmt(v, unit))}</title></circle>"
-            )
+        parts.extend(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}">'
+            f"<title>{name} {stamps[i]}: {escape(_fmt(v, unit))}</title></circle>"
+            for i, v, x, y in points
+        )
         ly = TOP + 14 * n + 6
         parts.append(f'<rect x="{WIDTH - RIGHT + 10}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{WIDTH - RIGHT + 26}" y="{ly + 1}" class="legend">{escape(s.label)}</text>')
+        parts.append(f'<text x="{WIDTH - RIGHT + 26}" y="{ly + 1}" class="legend">{name}</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every text in it went through escape(); the rest is numbers
 

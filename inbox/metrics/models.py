@@ -46,3 +46,32 @@ class MetricSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"snapshot {self.queue_id or 'all'} at {self.bucket:%Y-%m-%d %H:00}"
+
+
+class MetricHour(models.Model):
+    """The conversation events and replies sent of a finished span of time, complete and exact: one UTC hour
+    (``hours`` 1), or a whole UTC day rolled up from its 24 stored hours (``hours`` 24). A range's figures over many
+    hours are merged from these rows (``inbox/metrics/hours.py``) instead of read again from every conversation.
+
+    ``data`` (``hours.encode``): per (queue, channel account) pair with anything in the span, the arrivals
+    (``created_at`` in the span), every first response time of the first responses in the span and every resolution
+    time of the resolutions in the span (still resolved), sorted, and the handling times' count and sum; per account
+    the replies sent (``sent_at`` in the span). Percentiles and SLA breaches over any set of spans then come out
+    exactly as ``percentile_cont`` and ``COUNT(*) FILTER`` give them live.
+
+    Written by ``services.hours_seal`` (the beat) only once nothing can still change the span, and deleted by
+    PostgreSQL triggers on conversations and deliveries (migration 0002) whenever a change reaches back into it (a
+    reopened conversation, a corrected language, an import): a row that exists is right. Spans without a row are read
+    live.
+    """
+
+    bucket = models.DateTimeField(help_text="start of the span (UTC)")
+    hours = models.PositiveSmallIntegerField(default=1, help_text="1: an hour; 24: a UTC day")
+    data = models.BinaryField()
+    taken_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["bucket", "hours"], name="metric_hour_one_per_span")]
+
+    def __str__(self) -> str:
+        return f"stored {self.hours} h at {self.bucket:%Y-%m-%d %H:00}"

@@ -8,10 +8,10 @@ default registry: the web process's own Python metrics are not ours to publish, 
 every import-time registry walk):
 
 * per language queue (label ``queue``: the language, ``fallback`` for the fallback queue), from
-  :func:`inbox.metrics.selectors.queue_metrics` over the last hour: waiting customers, oldest wait, open / assigned
-  conversations, online agents with their load and capacity, agents needed (Erlang C);
+  :func:`inbox.metrics.selectors.queues_and_channels` over the last hour: waiting customers, oldest wait, open /
+  assigned conversations, online agents with their load and capacity, agents needed (Erlang C);
 * per channel account (labels ``channel``: its kind, ``account``: its name), from
-  :func:`inbox.metrics.selectors.channel_metrics`: waiting, open, deliveries waiting for a retry;
+  the same call: waiting, open, deliveries waiting for a retry (the conversations are read once for both);
 * first-response and resolution time per queue as real histograms over all conversations ever, so that they only
   grow and ``histogram_quantile(rate(...[5m]))`` works: one aggregate query for both (``COUNT(*) FILTER (WHERE d <=
   bucket)`` per bucket, grouped by queue) — never a row per conversation;
@@ -51,8 +51,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from inbox.conversations.models import ChannelAccount, Conversation, OutboundDelivery
-from inbox.metrics.selectors import channel_metrics, queue_metrics
-from inbox.metrics.types import TimeRange
+from inbox.metrics.selectors import queues_and_channels
+from inbox.metrics.types import ChannelMetrics, QueueMetrics, TimeRange
 from inbox.routing.models import AgentQueue
 
 logger = logging.getLogger(__name__)
@@ -183,13 +183,15 @@ def replies_sent(*, start: datetime | None = None, end: datetime | None = None) 
         rows = rows.filter(sent_at__gte=start)
     if end is not None:  # a sent delivery without its time (none should exist) counts with the past
         rows = rows.filter(Q(sent_at__lt=end) | Q(sent_at__isnull=True))
-    return dict(rows.order_by().values_list("account_id").annotate(n=Count("pk")).values_list("account_id", "n"))
+    # COUNT(*): an index-only scan of delivery_sent_account (COUNT(id) would read every row).
+    return dict(rows.order_by().values_list("account_id").annotate(n=Count("*")).values_list("account_id", "n"))
 
 
 def deliveries_failed() -> dict[int, int]:
-    """Deliveries given up on, per account (few: the (account, state) index answers it)."""
+    """Deliveries given up on, per account: an index-only scan of the (account, state) index (``COUNT(*)``: the id
+    is not in it)."""
     rows = OutboundDelivery.objects.filter(state=OutboundDelivery.State.FAILED).order_by().values_list("account_id")
-    return dict(rows.annotate(n=Count("pk")).values_list("account_id", "n"))
+    return dict(rows.annotate(n=Count("*")).values_list("account_id", "n"))
 
 
 # --- The all-time totals, without reading every row at every scrape ---------------------------------------------
@@ -358,13 +360,13 @@ class SwitchboardCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
         history = all_time_history(now)
-        yield from self.collect_queues(now, history)
-        yield from self.collect_channels(now, history)
+        queues, channels = queues_and_channels(range=TimeRange(start=now - GAUGE_WINDOW, end=now), now=now)
+        yield from self.collect_queues(queues, history)
+        yield from self.collect_channels(channels, history)
         yield from self.collect_broker()
 
-    def collect_queues(self, now: datetime, history: History) -> Iterable[Metric]:
+    def collect_queues(self, queues: list[QueueMetrics], history: History) -> Iterable[Metric]:
         labels = queue_labels()
-        queues = queue_metrics(range=TimeRange(start=now - GAUGE_WINDOW, end=now), now=now)
         waiting = _gauge("queue_waiting", "Customers waiting for an answer now.", ["queue"])
         oldest = _gauge(
             "queue_oldest_wait_seconds", "The longest wait of a waiting customer (0: nobody waits).", ["queue"]
@@ -406,9 +408,8 @@ class SwitchboardCollector(Collector):
                 family.add_metric(list(label), buckets, histogram.sum_seconds)
             yield family
 
-    def collect_channels(self, now: datetime, history: History) -> Iterable[Metric]:
+    def collect_channels(self, channels: list[ChannelMetrics], history: History) -> Iterable[Metric]:
         labels = account_labels()
-        channels = channel_metrics(range=TimeRange(start=now - GAUGE_WINDOW, end=now), now=now)
         names = ["channel", "account"]
         waiting = _gauge("channel_waiting", "Customers waiting for an answer now.", names)
         open_ = _gauge("channel_open_conversations", "Open or pending conversations.", names)
