@@ -8,7 +8,8 @@ call, which is negligible next to the 1 message/s per chat that Telegram allows.
 
 The bot token is part of every Bot API URL (https://core.telegram.org/bots/api#making-requests). It must never reach
 a log line or an exception message: errors are rebuilt from scrubbed text (and not chained to PTB's exceptions),
-and a logging filter redacts ``bot<token>`` from the records of httpx (which logs every request URL at INFO) and
+and a logging filter redacts ``bot<token>`` (and setWebhook's secret_token) from the records of httpx (which logs
+every request URL at INFO) and
 of PTB's Bot (which logs its base URL at DEBUG).
 """
 
@@ -103,13 +104,17 @@ def scrub(text: str, token: str = "") -> str:
     return _TOKEN_IN_TEXT.sub(REDACTED, text)
 
 
+# PTB logs every Bot API call's parameters at DEBUG, setWebhook's secret_token among them.
+_SECRET_PARAM = re.compile(r"""(['"]secret_token['"]\s*:\s*['"])[^'"]*""")
+
+
 class _RedactTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a broken record is the logging module's problem, not ours
             return True
-        cleaned = scrub(message)
+        cleaned = _SECRET_PARAM.sub(rf"\1{REDACTED}", scrub(message))
         if cleaned != message:
             record.msg, record.args = cleaned, ()
         return True

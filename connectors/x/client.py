@@ -10,7 +10,8 @@
   signatures are computed before the adapter runs, on the original https URL, as X would verify them.
 
 Secrets never reach an error message: errors are built from X's own answer (status, "detail") and the call's name.
-tweepy's Client logs request headers (with ``Bearer <token>``) at DEBUG; a logging filter redacts them.
+tweepy's Client logs request headers (with ``Bearer <token>``) at DEBUG; a logging filter redacts them. oauthlib and
+requests-oauthlib log the consumer key and access token at DEBUG; those records are dropped.
 """
 
 from __future__ import annotations
@@ -58,10 +59,32 @@ class _RedactBearer(logging.Filter):
         return True
 
 
+class _DropDebug(logging.Filter):
+    """OAuth 1.0a's DEBUG records are signature internals: the consumer key and access token in the client's repr,
+    the Authorization header, the collected and normalised parameters, the signature base string. Dropped; INFO and
+    above pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+# A filter on a logger only sees the records created on that very logger: each module that signs requests.
+OAUTH_LOGGERS = (
+    "requests_oauthlib.oauth1_auth",
+    "requests_oauthlib.oauth1_session",
+    "oauthlib.oauth1.rfc5849",
+    "oauthlib.oauth1.rfc5849.signature",
+)
+
+
 def _install_log_filter() -> None:
     logger = logging.getLogger("tweepy.client")
     if not any(isinstance(f, _RedactBearer) for f in logger.filters):
         logger.addFilter(_RedactBearer())
+    for name in OAUTH_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropDebug) for f in logger.filters):
+            logger.addFilter(_DropDebug())
 
 
 _install_log_filter()

@@ -61,6 +61,8 @@ def test_visitor_in_spanish_reaches_the_spanish_agent_and_reads_the_reply(live_w
     assert conversation.queue_id == demo.queues["es"].pk
     assert conversation.assignee_id == demo.agent_es.pk
 
+    demo.agent_es.first_name = "Ana"  # what the customer reads; never the sign-in username
+    demo.agent_es.save(update_fields=["first_name"])
     agent = Client()
     agent.force_login(demo.agent_es)
     listing = agent.get("/api/agent/conversations").json()["conversations"]
@@ -80,7 +82,7 @@ def test_visitor_in_spanish_reaches_the_spanish_agent_and_reads_the_reply(live_w
     seen = visitor.get("/api/webchat/v1/messages", HTTP_AUTHORIZATION=f"Bearer {token}").json()["messages"]
     assert [(m["from"], m["text"], m["author"]) for m in seen] == [
         ("visitor", SPANISH, None),
-        ("agent", "¡Hola! Ya estamos revisando tu retiro.", demo.agent_es.get_username()),
+        ("agent", "¡Hola! Ya estamos revisando tu retiro.", "Ana"),
     ]
     detail = agent.get(f"/api/agent/conversations/{conversation.pk}").json()
     assert detail["messages"][1]["delivery"]["state"] == "sent"
