@@ -8,6 +8,9 @@ Scripting: ``server.script("RCPT", "550 5.1.1 No such user")`` answers the next 
 normal service resumes); ``"MAIL"``, ``"RCPT"``, ``"DATA"`` (the reply after the message body) are supported.
 ``server.data_delay = 5`` makes the server wait after the body before answering (client timeouts).
 ``tls=True`` offers STARTTLS with a fresh self-signed certificate (``server.client_tls_context()`` trusts it).
+
+Each ``ReceivedMessage`` carries ``received_at`` (``time.time()`` when the end of its DATA arrived, before any
+``data_delay``), so a benchmark in the same process can time a send up to its full receipt (bench/outbound.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import datetime as dt
 import ssl
 import tempfile
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from email import policy
@@ -38,6 +42,7 @@ class ReceivedMessage:
     raw: bytes
     mail_options: list[str] = field(default_factory=list)
     login: str | None = None
+    received_at: float = field(default_factory=time.time)  # wall clock: the whole message was in
 
     @property
     def message(self) -> EmailMessage:
@@ -73,6 +78,7 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        received_at = time.time()  # aiosmtpd calls this once the body's final "." has been read
         if self.server.data_delay:
             await asyncio.sleep(self.server.data_delay)
         answer = self._scripted("DATA")
@@ -89,6 +95,7 @@ class _Handler:
                     raw=raw,
                     mail_options=list(envelope.mail_options),
                     login=login,
+                    received_at=received_at,
                 )
             )
         return "250 2.0.0 Message accepted for delivery"

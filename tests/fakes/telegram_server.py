@@ -19,7 +19,8 @@ It implements the behaviour the tests rely on, with the response shapes of the r
 - duplicate updates (``queue_update(..., times=2)``), helpers to build updates, to read the shared fixtures, and to
   POST an update to a webhook URL with the secret header (``post_update``, ``deliver_webhook``).
 
-Every call is recorded (method, decoded params, uploaded files, headers). Use it as a context manager::
+Every call is recorded (method, decoded params, uploaded files, headers, and ``at``: ``time.time()`` once its
+request was read, which bench/outbound.py times sends by). Use it as a context manager::
 
     with TelegramServer() as server:
         connector = TelegramConnector(settings={"api_base": server.api_base}, secrets={"bot_token": server.token})

@@ -31,7 +31,8 @@ recordings in ../shared/data/twitter/tweepy/decoded_responses):
   generous by default (``set_rate_limit`` narrows one); injectable faults: ``fail_next`` (a 429 then holds until the
   reset, as on X; 5xx; 403 ...), ``slow_next`` (the call takes effect, the answer comes late), overlapping pages.
 
-Every request is recorded (method, path, query, headers, body, host, status). Use it as a context manager::
+Every request is recorded (method, path, query, headers, body, host, status, and ``at``: ``time.time()`` once its
+request was read, which bench/outbound.py times sends by). Use it as a context manager::
 
     with XServer() as server:
         connector = XConnector(settings={"api_base": server.url}, secrets=server.credentials())
