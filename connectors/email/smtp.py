@@ -8,6 +8,7 @@ are slow), so that one is ``TransientError(maybe_delivered=True)`` and the deliv
 
 from __future__ import annotations
 
+import functools
 import re
 import smtplib
 import ssl
@@ -149,6 +150,13 @@ def _dot_stuffed(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
+@functools.cache
+def default_tls_context() -> ssl.SSLContext:
+    """The system's CA bundle, verified hostnames: one per process (loading it takes ~20 ms, a send's whole cost
+    otherwise); an SSLContext is safe to share between connections and threads."""
+    return ssl.create_default_context()
+
+
 class SmtpSender:
     """One SMTP submission server (RFC 6409 port 587 with STARTTLS, 465 with implicit TLS, or 25).
 
@@ -176,7 +184,7 @@ class SmtpSender:
         self.password = password
         self.security = security
         self.timeout = float(timeout)
-        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.ssl_context = ssl_context  # None: default_tls_context(), and only when TLS is used
         self.local_hostname = local_hostname
 
     def __repr__(self) -> str:  # never the password
@@ -193,7 +201,7 @@ class SmtpSender:
                     self.host,
                     self.port,
                     timeout=self.timeout,
-                    context=self.ssl_context,
+                    context=self.ssl_context or default_tls_context(),
                     local_hostname=self.local_hostname,
                 )
             else:
@@ -213,7 +221,7 @@ class SmtpSender:
             if self.security == "starttls":
                 if not client.has_extn("starttls"):
                     raise PermanentError(f"SMTP server {where} does not offer STARTTLS; choose ssl or none")
-                client.starttls(context=self.ssl_context)
+                client.starttls(context=self.ssl_context or default_tls_context())
                 client.ehlo()  # RFC 3207 §4.2: forget what was learned before TLS
             # No password: a trusted relay that needs no AUTH (the user name defaults to the address, so an
             # empty password is the switch). A server that does want AUTH then answers 530 -> AuthError.
