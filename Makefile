@@ -33,15 +33,22 @@ TEST_ENV := DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:543
 test: $(STAMP) services lint
 	$(TEST_ENV) bash .ci/pytest.sh
 
-# Each script prints its numbers; docs/benchmarks.md records them (writing it automatically is issue 9).
+# Every benchmark, one after another (several share the switchboard_bench database), each printing progress on
+# stderr and writing its measured tables into docs/benchmarks.md (bench/_report.py). About 90 minutes on 2 cores.
+BENCH_WRITE := --write-docs
 bench: $(STAMP) services
-	$(PY) bench/langid.py
+	$(PY) bench/langid.py $(BENCH_WRITE)
+	$(PY) bench/langid.py --languages all --repeats 5 $(BENCH_WRITE)
 	$(PY) bench/ingest.py --events 10000 --repeat 3
-	$(PY) bench/email.py --mails 1000 --repeat 3
-	$(PY) bench/telegram.py --updates 2000 --repeat 3
-	$(PY) bench/webchat.py
-	$(PY) bench/inbox.py
-	$(PY) bench/metrics.py
+	$(PY) bench/email.py --mails 1000 --repeat 3 --latency-samples 60 $(BENCH_WRITE)
+	$(PY) bench/telegram.py --updates 2000 --clients 8 --latency-samples 60 --repeat 3 $(BENCH_WRITE)
+	$(PY) bench/webchat.py $(BENCH_WRITE)
+	$(PY) bench/webchat.py --via ws --idle 0 $(BENCH_WRITE)
+	$(PY) bench/outbound.py --replies 200 --repeat 3 $(BENCH_WRITE)
+	$(PY) bench/inbox.py $(BENCH_WRITE)
+	$(PY) bench/metrics.py $(BENCH_WRITE)
+	$(PY) bench/memory.py --repeat 3 $(BENCH_WRITE)
+	$(PY) bench/helpdesk.py --mails 1000 --repeat 3 $(BENCH_WRITE)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
