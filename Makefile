@@ -39,7 +39,7 @@ BENCH_WRITE := --write-docs
 bench: $(STAMP) services
 	$(PY) bench/langid.py $(BENCH_WRITE)
 	$(PY) bench/langid.py --languages all --repeats 5 $(BENCH_WRITE)
-	$(PY) bench/ingest.py --events 10000 --repeat 3
+	$(PY) bench/ingest.py $(BENCH_WRITE)
 	$(PY) bench/email.py --mails 1000 --repeat 3 --latency-samples 60 $(BENCH_WRITE)
 	$(PY) bench/telegram.py --updates 2000 --clients 8 --latency-samples 60 --repeat 3 $(BENCH_WRITE)
 	$(PY) bench/webchat.py $(BENCH_WRITE)

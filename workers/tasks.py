@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
+from celery.signals import worker_init
 from django.db import DatabaseError, InterfaceError
 
 from connectors.base import TransientError
@@ -27,10 +29,29 @@ logger = logging.getLogger(__name__)
 RETRY_ON = (DatabaseError, InterfaceError)
 
 
+@worker_init.connect
+def _freeze_startup_objects(**_: object) -> None:
+    """After the start-up (Django, the language models: workers/app.py warms them first), before the pool forks.
+
+    An ingest batch allocates enough objects to trigger full garbage collections, and each one walked the ~150,000
+    objects every process has from its start-up (~10 % of the CPU of an ingest worker here). Frozen, they are
+    never scanned again, and the children stop touching the shared pages' object headers (copy-on-write). See
+    https://docs.python.org/3/library/gc.html#gc.freeze.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 @app.task(name=PROCESS_INBOUND, base=SwitchboardTask, bind=True, autoretry_for=RETRY_ON, retry_backoff=True)
 def process_inbound(self: SwitchboardTask, event_ids: list[int]) -> dict[str, int]:
     report = services.inbound_events_process(event_ids=event_ids)
-    return {"done": report.done, "failed": report.failed, "retry": report.retry, "skipped": report.skipped}
+    return {
+        "done": report.done,
+        "failed": report.failed,
+        "retry": report.retry,
+        "skipped": report.skipped,
+        "per_message": sum(report.per_message.values()),
+    }
 
 
 @app.task(name=SEND_DELIVERY, base=SwitchboardTask, bind=True, autoretry_for=RETRY_ON, retry_backoff=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -36,6 +38,48 @@ def language_detect(*, text: str, declared: tuple[str, ...] = (), conversation_l
     return langid.detect(text, hints, languages=configured_languages())
 
 
+@dataclass(frozen=True)
+class RouteChange:
+    """Where a conversation goes: its new language, queue and assignee, and the audit row's data."""
+
+    language: str
+    queue_id: int | None
+    assignee_id: int | None
+    audit: dict[str, Any]
+
+
+def _agent_serves(user_id: int, queue_id: int) -> bool:
+    return AgentProfile.objects.filter(user_id=user_id, queues=queue_id).exists()
+
+
+def route_change(
+    *,
+    language_now: str,
+    queue_id_now: int | None,
+    assignee_id_now: int | None,
+    language: str,
+    reason: str = "detected",
+    serves: Callable[[int, int], bool] = _agent_serves,
+) -> RouteChange | None:
+    """The routing rule alone (no writes): None when the conversation stays where it is.
+
+    An assignee who does not serve the new queue is released, so the conversation reaches someone who can read it.
+    Shared by ``conversation_route`` (one conversation) and the set-based ingest (a batch of them).
+    """
+    queue_id = queue_for_language(language)
+    changed_language = language_now != language
+    changed_queue = queue_id_now != queue_id
+    if not (changed_language or changed_queue):
+        return None
+    old: dict[str, Any] = {"language": language_now, "queue": queue_id_now}
+    assignee_id = assignee_id_now
+    if changed_queue and assignee_id is not None and queue_id is not None and not serves(assignee_id, queue_id):
+        old["assignee"] = assignee_id
+        assignee_id = None
+    audit = {"reason": reason, "from": old, "to": {"language": language, "queue": queue_id}}
+    return RouteChange(language=language, queue_id=queue_id, assignee_id=assignee_id, audit=audit)
+
+
 def conversation_route(
     *,
     conversation: Conversation,
@@ -48,27 +92,28 @@ def conversation_route(
     Returns True when the queue changed. The caller holds the conversation row (it is saved here).
     An assignee who does not serve the new queue is released, so the conversation reaches someone who can read it.
     """
-    queue_id = queue_for_language(language)
-    changed_language = conversation.language != language
-    changed_queue = conversation.queue_id != queue_id
-    if not (changed_language or changed_queue):
+    change = route_change(
+        language_now=conversation.language,
+        queue_id_now=conversation.queue_id,
+        assignee_id_now=conversation.assignee_id,
+        language=language,
+        reason=reason,
+    )
+    if change is None:
         return False
-    old = {"language": conversation.language, "queue": conversation.queue_id}
-    conversation.language = language
-    conversation.queue_id = queue_id
+    changed_queue = conversation.queue_id != change.queue_id
+    conversation.language = change.language
+    conversation.queue_id = change.queue_id
     fields = ["language", "queue"]
-    if changed_queue and conversation.assignee_id and queue_id is not None:
-        serves = AgentProfile.objects.filter(user_id=conversation.assignee_id, queues=queue_id).exists()
-        if not serves:
-            old["assignee"] = conversation.assignee_id
-            conversation.assignee = None
-            fields.append("assignee")
+    if change.assignee_id != conversation.assignee_id:
+        conversation.assignee_id = change.assignee_id
+        fields.append("assignee")
     conversation.save(update_fields=fields)
     AuditEvent.objects.create(
         actor=actor if actor is not None and actor.is_authenticated else None,
         action="conversation.routed",
         conversation=conversation,
-        data={"reason": reason, "from": old, "to": {"language": language, "queue": queue_id}},
+        data=change.audit,
     )
     return changed_queue
 
@@ -82,60 +127,108 @@ def queue_assign(*, queue_id: int, conversation_ids: Iterable[int] | None = None
     is assigned by that batch's own pass after it commits). One lock order everywhere means two workers can
     never deadlock here, and counting loads under the agent locks means no agent is given more than capacity.
     """
+    return queues_assign(queues={queue_id: conversation_ids}, limit=limit)
+
+
+def queues_assign(*, queues: Mapping[int, Iterable[int] | None], limit: int = 200) -> list[int]:
+    """``queue_assign`` for several queues in one transaction (an ingest batch touches many queues at once).
+
+    The agents of all those queues are locked together, in id order (the one lock order of queue_assign), their
+    loads counted once, and the queues served in id order, each up to ``limit`` conversations; an agent who serves
+    two of them has one capacity for both. Then the conversations are locked (SKIP LOCKED), as in queue_assign.
+    """
+    queue_ids = sorted(queues)
+    if not queue_ids:
+        return []
     with transaction.atomic(), collect_on_commit():
-        agents = list(
+        rows = list(
             AgentProfile.objects.select_for_update(of=("self",))
-            .filter(queues=queue_id, presence=AgentProfile.Presence.ONLINE, user__is_active=True)
+            .filter(queues__in=queue_ids, presence=AgentProfile.Presence.ONLINE, user__is_active=True)
             .order_by("id")
-            .values_list("user_id", "capacity", "presence_changed_at")
+            .values_list("user_id", "capacity", "presence_changed_at", "queues")
         )
-        if not agents:
+        if not rows:
             return []
+        serving: dict[int, list[int]] = {}
+        capacity: dict[int, int] = {}
+        since: dict[int, datetime] = {}
+        for user_id, cap, changed, queue_id in rows:
+            serving.setdefault(queue_id, []).append(user_id)
+            capacity[user_id] = cap
+            since[user_id] = changed or _EPOCH
         loads = dict(
             Conversation.objects.filter(
-                assignee_id__in=[a[0] for a in agents],
+                assignee_id__in=list(capacity),
                 status__in=[Conversation.Status.OPEN, Conversation.Status.PENDING],
             )
             .values_list("assignee_id")
             .annotate(n=Count("id"))
             .values_list("assignee_id", "n")
         )
-        room = {user_id: capacity - loads.get(user_id, 0) for user_id, capacity, _ in agents}
+        room = {user_id: cap - loads.get(user_id, 0) for user_id, cap in capacity.items()}
         if max(room.values()) <= 0:
             return []
-        since = {user_id: changed or _EPOCH for user_id, _, changed in agents}
+        served = [q for q in queue_ids if any(room[u] > 0 for u in serving.get(q, ()))]
+        if not served:
+            return []
         waiting = (
             Conversation.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("identity")
-            .filter(queue_id=queue_id, assignee__isnull=True, status=Conversation.Status.OPEN)
+            .filter(queue_id__in=served, assignee__isnull=True, status=Conversation.Status.OPEN)
+            .order_by("queue_id", "-priority", "waiting_since", "id")
+            .values_list("id", "queue_id", "identity__kind", "identity__handle")
         )
-        if conversation_ids is not None:
-            waiting = waiting.filter(pk__in=list(conversation_ids))
-        assigned: list[int] = []
-        for conversation in waiting.order_by("-priority", "waiting_since", "id")[:limit]:
-            free = [(-room[u], since[u], u) for u in room if room[u] > 0]
+        narrowed = {q: queues[q] is not None for q in served}
+        wanted = {q: {int(c) for c in queues[q] or ()} for q in served}
+        if all(narrowed.values()):
+            waiting = waiting.filter(pk__in=sorted(set().union(*wanted.values())))
+        elif len(served) == 1:
+            waiting = waiting[:limit]
+        assigned: list[tuple[int, int]] = []
+        taken: dict[int, int] = {}
+        kinds: dict[int, tuple[str, str]] = {}
+        for conversation_id, queue_id, kind, handle in waiting:
+            if narrowed[queue_id] and conversation_id not in wanted[queue_id]:
+                continue
+            if taken.get(queue_id, 0) >= limit:
+                continue
+            free = [(-room[u], since[u], u) for u in serving.get(queue_id, ()) if room[u] > 0]
             if not free:
-                break
+                continue
             # The least-loaded agent (most room left), ties to whoever has been online longest.
             user_id = min(free)[2]
             room[user_id] -= 1
-            conversation.assignee_id = user_id
-            conversation.save(update_fields=["assignee"])
-            AuditEvent.objects.create(
-                action="conversation.assigned", conversation=conversation, data={"to": user_id, "auto": True}
-            )
+            taken[queue_id] = taken.get(queue_id, 0) + 1
+            assigned.append((conversation_id, user_id))
+            kinds[conversation_id] = (kind, handle)
             publish_on_commit(
                 [agent_group(user_id), queue_group(queue_id), MANAGERS_GROUP],
-                {"type": "conversation.assigned", "conversation": conversation.pk, "assignee": user_id},
+                {"type": "conversation.assigned", "conversation": conversation_id, "assignee": user_id},
             )
-            if conversation.identity.kind == "webchat":
+            if kind == "webchat":
                 # The visitor's widget stops showing a place in the queue.
                 publish_on_commit(
-                    [visitor_group(conversation.identity.handle)],
+                    [visitor_group(handle)],
                     {"type": "status", "assigned": True, "queue": {"position": None, "expected_wait_seconds": None}},
                 )
-            assigned.append(conversation.pk)
-    return assigned
+        if not assigned:
+            return []
+        by_assignee: dict[int, list[int]] = {}
+        for conversation_id, user_id in assigned:
+            by_assignee.setdefault(user_id, []).append(conversation_id)
+        for user_id, conversation_ids in sorted(by_assignee.items()):
+            Conversation.objects.filter(pk__in=conversation_ids).update(assignee_id=user_id)
+        AuditEvent.objects.bulk_create(
+            [
+                AuditEvent(
+                    action="conversation.assigned",
+                    conversation_id=conversation_id,
+                    data={"to": user_id, "auto": True},
+                )
+                for conversation_id, user_id in assigned
+            ],
+            batch_size=500,
+        )
+    return [conversation_id for conversation_id, _ in assigned]
 
 
 def assign_waiting(*, queue_id: int, limit: int = 200) -> int:
@@ -164,10 +257,13 @@ def queue_ensure_fallback() -> AgentQueue:
 
 
 __all__ = [
+    "RouteChange",
     "agent_set_presence",
     "assign_waiting",
     "conversation_route",
     "language_detect",
     "queue_assign",
     "queue_ensure_fallback",
+    "queues_assign",
+    "route_change",
 ]

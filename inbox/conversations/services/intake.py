@@ -11,10 +11,12 @@ The rules this module keeps (docs/architecture.md):
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +52,22 @@ from inbox.conversations.realtime import (
     queue_group,
     visitor_group,
 )
-from inbox.routing.services import conversation_route, language_detect, queue_assign
+from inbox.conversations.services.ingest_batch import (  # the language switch rule lives there, shared
+    LANGUAGE_SWITCH_CONFIDENCE,  # noqa: F401 (kept importable from here)
+    BatchRaced,
+    Ingested,
+    array_int,
+    array_text,
+    batch_ingest,
+    batch_split,
+    ingested_of,
+    items_of,
+    language_switches,
+)
+from inbox.routing.services import conversation_route, language_detect, queues_assign
 from inbox.taskqueue import FETCH_FILES, PROCESS_INBOUND, enqueue, enqueue_on_commit
 
 logger = logging.getLogger(__name__)
-
-
-# A message confidently detected in another language moves an unassigned conversation to that queue.
-LANGUAGE_SWITCH_CONFIDENCE = 0.9
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -98,8 +108,32 @@ def _insert_events_returning_new(
     """INSERT ... ON CONFLICT DO NOTHING RETURNING id: exactly the rows this call created, even when
     another worker inserts the same events at the same moment (PostgreSQL; SQLite >= 3.35 alike)."""
     table = InboundEvent._meta.db_table
-    payload_field = InboundEvent._meta.get_field("payload")
+    columns = "account_id, external_id, payload, state, attempts, error, received_at, next_attempt_at"
+    conflict = "ON CONFLICT (account_id, external_id) DO NOTHING RETURNING id"
     created: list[int] = []
+    if connection.vendor == "postgresql" and events:
+        # Two array parameters for the whole chunk (see ingest_batch.array_text): quoting a parameter per value
+        # was most of a poller's CPU per event.
+        encoder = InboundEvent._meta.get_field("payload").encoder  # type: ignore[attr-defined]
+        sql = (
+            f"INSERT INTO {table} ({columns}) "  # noqa: S608 (the table name from the model; values are parameters)
+            f"SELECT %s, v.external_id, v.payload::jsonb, 'pending', 0, '', %s, %s "
+            f"FROM unnest(%s::text[], %s::text[]) AS v(external_id, payload) {conflict}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql,
+                [
+                    account.pk,
+                    now,
+                    due,
+                    array_text(external_id for external_id, _ in events),
+                    array_text(json.dumps(payload, cls=encoder) for _, payload in events),
+                ],
+            )
+            created = [row[0] for row in cursor.fetchall()]
+        return sorted(created)
+    payload_field = InboundEvent._meta.get_field("payload")
     for start in range(0, len(events), 1000):  # 6 parameters a row, far below PostgreSQL's 65,535
         chunk = events[start : start + 1000]
         params: list[Any] = []
@@ -107,8 +141,6 @@ def _insert_events_returning_new(
             params += [account.pk, external_id, payload_field.get_db_prep_save(payload, connection), now, due]
         values = ", ".join(["(%s, %s, %s, 'pending', 0, '', %s, %s)"] * len(chunk))
         # Only the table name (from the model) and placeholders are interpolated; values go as parameters.
-        columns = "account_id, external_id, payload, state, attempts, error, received_at, next_attempt_at"
-        conflict = "ON CONFLICT (account_id, external_id) DO NOTHING RETURNING id"
         sql = f"INSERT INTO {table} ({columns}) VALUES {values} {conflict}"  # noqa: S608
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -129,6 +161,9 @@ class ProcessReport:
     retry: int = 0
     skipped: int = 0
     messages: list[int] = field(default_factory=list)
+    # Messages that took message_ingest instead of the set path, by reason (bounce, edit, attachments, reply,
+    # sender: another message of the same sender needed it; database: not PostgreSQL; fallback: the batch failed).
+    per_message: Counter[str] = field(default_factory=Counter)
 
 
 def _claim(event_ids: Sequence[int]) -> list[int]:
@@ -151,25 +186,92 @@ def _claim(event_ids: Sequence[int]) -> list[int]:
     return ids
 
 
+_EVENT_FIELDS = [f.attname for f in InboundEvent._meta.concrete_fields]
+# Read back by the claim; the others are known (state pending, claimed now) or rewritten before they are saved.
+_EVENT_READ = ["id", "account_id", "external_id", "payload", "attempts", "received_at", "next_attempt_at"]
+_EVENT_TIMES = ("received_at", "next_attempt_at")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _claim_load(event_ids: Sequence[int]) -> list[InboundEvent]:
+    """``_claim``, and the claimed events with their accounts, in id order.
+
+    PostgreSQL: one committed statement (UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING …) claims
+    and reads them; the accounts come in one more query.
+    """
+    if not event_ids:
+        return []
+    if connection.vendor != "postgresql":
+        claimed = _claim(event_ids)
+        if not claimed:
+            return []
+        return list(InboundEvent.objects.select_related("account").filter(pk__in=claimed).order_by("id"))
+    now = timezone.now()
+    lease_expired = now - timedelta(seconds=settings.SWITCHBOARD_CLAIM_LEASE_SECONDS)
+    table = InboundEvent._meta.db_table
+    column_of = {f.attname: f.column for f in InboundEvent._meta.concrete_fields}
+    # Times come back as integer microseconds since the epoch: psycopg parses timestamp text in Python (~3 µs each),
+    # an integer plus a timedelta is exact and a fraction of that.
+    columns = ", ".join(
+        f"(extract(epoch from {column_of[name]}) * 1000000)::bigint" if name in _EVENT_TIMES else column_of[name]
+        for name in _EVENT_READ
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET claimed_at = %s, attempts = attempts + 1 WHERE id IN ("  # noqa: S608 (model names)
+            f"SELECT id FROM {table} WHERE id = ANY(%s::bigint[]) AND state = %s "
+            f"AND (claimed_at IS NULL OR claimed_at < %s) ORDER BY id FOR UPDATE SKIP LOCKED) RETURNING {columns}",
+            [now, array_int(sorted(set(event_ids))), InboundEvent.State.PENDING, lease_expired],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return []
+    known = {"state": InboundEvent.State.PENDING, "error": "", "claimed_at": now, "processed_at": None}
+    events = []
+    for row in sorted(rows):
+        values = dict(zip(_EVENT_READ, row, strict=True))
+        if isinstance(values["payload"], str | bytes):
+            values["payload"] = json.loads(values["payload"])
+        for name in _EVENT_TIMES:
+            if values[name] is not None:
+                values[name] = _EPOCH + timedelta(microseconds=values[name])
+        values.update(known)
+        events.append(InboundEvent.from_db(connection.alias, _EVENT_FIELDS, [values[f] for f in _EVENT_FIELDS]))
+    accounts = ChannelAccount.objects.in_bulk({e.account_id for e in events})
+    for event in events:
+        event.account = accounts[event.account_id]
+    return events
+
+
+_STATE_FIELDS = ["state", "error", "claimed_at", "next_attempt_at", "processed_at"]
+
+
 def inbound_events_process(*, event_ids: Sequence[int]) -> ProcessReport:
     """Normalise, ingest and route a batch of events. One event's failure never affects the others.
 
     The batch is ingested optimistically in one transaction (one commit for up to SWITCHBOARD_INGEST_BATCH
-    messages); if anything in it fails, it is rolled back and redone one event per transaction, so only the
-    culprit is marked. Locks are always taken in one order, so concurrent batches cannot deadlock: the batch is
-    normalised first (pure, no locks) and ingested sorted by (account, sender, thread); assignment runs after
-    the commit in its own short transactions per queue, which lock agents before conversations.
+    messages): plain messages set-based (ingest_batch.py, a fixed number of statements for the whole batch), the
+    special cases (bounces, edits, attachments, replies to resolved conversations) through message_ingest in the
+    same transaction. If the batch loses a race with another one (deadlock, a unique key taken meanwhile, a
+    replied conversation resolved while it was read) it is done once more; if anything else fails, or it fails
+    again, it is rolled back and redone one event per transaction through message_ingest, so only the culprit is
+    marked. Locks are always taken in one order, so concurrent batches cannot deadlock: the batch is normalised
+    first (pure, no locks) and ingested sorted by (account, sender, thread); assignment runs after the commit in
+    one short transaction for the batch's queues, which locks agents before conversations.
     """
     report = ProcessReport()
-    claimed = _claim(event_ids)
-    report.skipped = len(set(event_ids)) - len(claimed)
-    if not claimed:
+    events = _claim_load(event_ids)
+    report.skipped = len(set(event_ids)) - len(events)
+    if not events:
         return report
-    events = list(InboundEvent.objects.select_related("account").filter(pk__in=claimed).order_by("id"))
     work: list[tuple[InboundEvent, list[InboundMessage]]] = []
+    connectors: dict[int, Any] = {}
     for event in events:
         try:
-            work.append((event, connector_for(event.account).normalize(event.payload)))
+            connector = connectors.get(event.account_id)
+            if connector is None:
+                connector = connectors[event.account_id] = connector_for(event.account)
+            work.append((event, connector.normalize(event.payload)))
         except Exception as exc:
             _event_failed(event, exc, report)
 
@@ -179,52 +281,39 @@ def inbound_events_process(*, event_ids: Sequence[int]) -> ProcessReport:
         return (event.account_id, first.sender.handle if first else "", first.thread_key if first else "", event.pk)
 
     work.sort(key=lock_order)
-    to_assign: dict[int, set[int]] = {}
-    fields = ["state", "error", "claimed_at", "next_attempt_at", "processed_at"]
-    try:
-        with transaction.atomic(), collect_on_commit():
-            messages: list[Message] = []
-            for event, inbounds in work:
-                messages += _ingest(event, inbounds)
+    ingested: list[Ingested] = []
+    for attempt in (1, 2):
+        try:
+            ingested = _ingest_batch(work, events, report)
+            break
+        except (BatchRaced, IntegrityError, OperationalError) as exc:
             for event, _ in work:
-                _event_done(event)
-            for event in events:
-                event.claimed_at = None
-            InboundEvent.objects.bulk_update(events, fields, batch_size=500)
-    except Exception:
-        logger.info("batch of %s events failed as a whole; processing them one by one", len(work), exc_info=True)
-        messages = []
-        for event, inbounds in work:
-            event.state, event.error, event.processed_at = InboundEvent.State.PENDING, "", None
-            try:
-                with transaction.atomic(), collect_on_commit():
-                    messages += _ingest(event, inbounds)
-                    _event_done(event)
-                    event.claimed_at = None
-                    event.save(update_fields=fields)
-            except Exception as exc:
-                _event_failed(event, exc, report)
-                event.claimed_at = None
-                event.save(update_fields=fields)
-        in_work = {event.pk for event, _ in work}
-        for event in events:
-            if event.pk not in in_work:  # failed normalisation: its state was set above
-                event.claimed_at = None
-                event.save(update_fields=fields)
+                event.state, event.error, event.processed_at = InboundEvent.State.PENDING, "", None
+            if attempt == 1:
+                logger.info("batch of %s events lost a race (%s); doing it again", len(work), exc)
+                continue
+            logger.info("batch of %s events failed twice; processing them one by one", len(work), exc_info=True)
+            ingested = _ingest_one_by_one(work, events, report)
+        except Exception:
+            for event, _ in work:
+                event.state, event.error, event.processed_at = InboundEvent.State.PENDING, "", None
+            logger.info("batch of %s events failed as a whole; processing them one by one", len(work), exc_info=True)
+            ingested = _ingest_one_by_one(work, events, report)
+            break
     report.done = sum(1 for e in events if e.state == InboundEvent.State.DONE)
     report.failed = sum(1 for e in events if e.state == InboundEvent.State.FAILED)
     report.retry = sum(1 for e in events if e.state == InboundEvent.State.PENDING)
-    for message in messages:
-        report.messages.append(message.pk)
-        conversation = message.conversation
-        if conversation.assignee_id is None and conversation.queue_id is not None:
-            to_assign.setdefault(conversation.queue_id, set()).add(conversation.pk)
-    for queue_id, conversation_ids in sorted(to_assign.items()):
-        queue_assign(queue_id=queue_id, conversation_ids=conversation_ids)
-    for message in messages:
-        if message.metadata.get("files") and not message.metadata.get("files_fetched"):
+    to_assign: dict[int, set[int]] = {}
+    for message in ingested:
+        report.messages.append(message.message_id)
+        if message.assignee_id is None and message.queue_id is not None:
+            to_assign.setdefault(message.queue_id, set()).add(message.conversation_id)
+    if to_assign:
+        queues_assign(queues=to_assign)
+    for message in ingested:
+        if message.fetch_files:
             # Downloads happen outside the ingest transaction: no row lock waits on a provider's file server.
-            enqueue(FETCH_FILES, message.pk)
+            enqueue(FETCH_FILES, message.message_id)
     for event in events:
         if event.state == InboundEvent.State.PENDING and event.next_attempt_at is not None:
             delay = (event.next_attempt_at - timezone.now()).total_seconds()
@@ -233,11 +322,83 @@ def inbound_events_process(*, event_ids: Sequence[int]) -> ProcessReport:
     return report
 
 
+def _ingest_batch(
+    work: list[tuple[InboundEvent, list[InboundMessage]]], events: list[InboundEvent], report: ProcessReport
+) -> list[Ingested]:
+    """The whole batch in one transaction: the set path, then message_ingest for the rest, then the events' state."""
+    for event, inbounds in work:
+        if not inbounds:
+            _no_message(event)
+    items = items_of(work)
+    with transaction.atomic(), collect_on_commit():
+        fast, slow = batch_split(items)
+        ingested = batch_ingest(fast) if fast else []
+        report.per_message = Counter(item.slow for item in slow)
+        for item in slow:
+            message = message_ingest(account=item.account, inbound=item.inbound, event=item.event)
+            if message is not None:
+                ingested.append(ingested_of(message))
+        for event, _ in work:
+            _event_done(event)
+        _events_save(events)
+    return ingested
+
+
+def _events_save(events: list[InboundEvent]) -> None:
+    """Every event of the batch, claim released: the done ones in one UPDATE, the others (rare) one by one."""
+    done = [e for e in events if e.state == InboundEvent.State.DONE and not e.error]
+    if done and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {InboundEvent._meta.db_table} SET state = %s, error = '', processed_at = %s, "  # noqa: S608
+                f"claimed_at = NULL WHERE id = ANY(%s::bigint[])",
+                [InboundEvent.State.DONE, done[0].processed_at, array_int(e.pk for e in done)],
+            )
+    elif done:
+        InboundEvent.objects.filter(pk__in=[e.pk for e in done]).update(
+            state=InboundEvent.State.DONE, error="", processed_at=done[0].processed_at, claimed_at=None
+        )
+    saved = {e.pk for e in done}
+    for event in events:
+        event.claimed_at = None
+        if event.pk not in saved:
+            event.save(update_fields=_STATE_FIELDS)
+
+
+def _ingest_one_by_one(
+    work: list[tuple[InboundEvent, list[InboundMessage]]], events: list[InboundEvent], report: ProcessReport
+) -> list[Ingested]:
+    """The fallback: each event in its own transaction through message_ingest, the culprit alone marked."""
+    report.per_message = Counter(fallback=sum(len(inbounds) for _, inbounds in work))
+    ingested: list[Ingested] = []
+    for event, inbounds in work:
+        event.state, event.error, event.processed_at = InboundEvent.State.PENDING, "", None
+        try:
+            with transaction.atomic(), collect_on_commit():
+                stored = [ingested_of(message) for message in _ingest(event, inbounds)]
+                _event_done(event)
+                event.claimed_at = None
+                event.save(update_fields=_STATE_FIELDS)
+            ingested += stored
+        except Exception as exc:
+            _event_failed(event, exc, report)
+            event.claimed_at = None
+            event.save(update_fields=_STATE_FIELDS)
+    in_work = {event.pk for event, _ in work}
+    for event in events:
+        if event.pk not in in_work:  # failed normalisation: its state was set above
+            event.claimed_at = None
+            event.save(update_fields=_STATE_FIELDS)
+    return ingested
+
+
+def _no_message(event: InboundEvent) -> None:
+    # Acknowledged and kept as a raw event, with its type in the log (a channel post, a poll, a reaction...).
+    describe = getattr(connector_for(event.account), "describe", None)
+    logger.info("event %s carries no message: %s", event.pk, describe(event.payload) if describe else "empty")
+
+
 def _ingest(event: InboundEvent, inbounds: list[InboundMessage]) -> list[Message]:
-    if not inbounds:
-        # Acknowledged and kept as a raw event, with its type in the log (a channel post, a poll, a reaction...).
-        describe = getattr(connector_for(event.account), "describe", None)
-        logger.info("event %s carries no message: %s", event.pk, describe(event.payload) if describe else "empty")
     stored = []
     for inbound in inbounds:
         message = message_ingest(account=event.account, inbound=inbound, event=event)
@@ -554,17 +715,8 @@ def message_ingest(
         )
 
     language = detection.language or ""
-    switch = (
-        bool(language)
-        and language != conversation.language
-        and (
-            not conversation.language
-            or (
-                conversation.assignee_id is None
-                and detection.source == "text"
-                and detection.confidence >= LANGUAGE_SWITCH_CONFIDENCE
-            )
-        )
+    switch = language_switches(
+        detection=detection, language=conversation.language, assignee_id=conversation.assignee_id
     )
     if conversation.queue_id is None or switch:
         conversation_route(
